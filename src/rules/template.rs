@@ -1,0 +1,208 @@
+//! Reason templates: `"call of {call_minutes} min from {caller_number}"`, parsed at load.
+
+use std::fmt::Write;
+
+use crate::event::Event;
+use crate::privacy::{mask_digits, mask_phone};
+
+use super::{ProblemKind, Rule};
+
+/// Placeholder names a reason may use. None of them shows a full phone number.
+pub(crate) const PLACEHOLDERS: [&str; 12] = [
+    "caller_number",
+    "call_duration_s",
+    "call_minutes",
+    "callee_age",
+    "caller_flags",
+    "fraud_type_hint",
+    "sms_with_link",
+    "callee_prior_victim",
+    "has_location",
+    "has_cell_id",
+    "score",
+    "rule_id",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placeholder {
+    CallerNumber,
+    CallDurationS,
+    CallMinutes,
+    CalleeAge,
+    CallerFlags,
+    FraudTypeHint,
+    SmsWithLink,
+    CalleePriorVictim,
+    HasLocation,
+    HasCellId,
+    Score,
+    RuleId,
+}
+
+impl Placeholder {
+    fn from_name(name: &str) -> Option<Placeholder> {
+        Some(match name {
+            "caller_number" => Placeholder::CallerNumber,
+            "call_duration_s" => Placeholder::CallDurationS,
+            "call_minutes" => Placeholder::CallMinutes,
+            "callee_age" => Placeholder::CalleeAge,
+            "caller_flags" => Placeholder::CallerFlags,
+            "fraud_type_hint" => Placeholder::FraudTypeHint,
+            "sms_with_link" => Placeholder::SmsWithLink,
+            "callee_prior_victim" => Placeholder::CalleePriorVictim,
+            "has_location" => Placeholder::HasLocation,
+            "has_cell_id" => Placeholder::HasCellId,
+            "score" => Placeholder::Score,
+            "rule_id" => Placeholder::RuleId,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(Box<str>),
+    Field(Placeholder),
+}
+
+/// A parsed reason template.
+#[derive(Debug, Clone)]
+pub(crate) struct Template {
+    pieces: Vec<Piece>,
+}
+
+impl Template {
+    /// Parses `{name}` placeholders; `{{` and `}}` are literal braces. Reports every
+    /// unknown placeholder.
+    pub(crate) fn parse(text: &str) -> Result<Template, Vec<(ProblemKind, String)>> {
+        let mut problems = Vec::new();
+        let mut pieces = Vec::new();
+        let mut literal = String::new();
+        let mut rest = text;
+        if text.trim().is_empty() {
+            problems.push((ProblemKind::BadTemplate, "the reason is empty".to_owned()));
+        }
+        while let Some(i) = rest.find(['{', '}']) {
+            literal.push_str(&rest[..i]);
+            let brace = rest.as_bytes()[i];
+            let after = &rest[i + 1..];
+            if after.as_bytes().first() == Some(&brace) {
+                literal.push(brace as char);
+                rest = &after[1..];
+                continue;
+            }
+            if brace == b'}' {
+                problems.push((
+                    ProblemKind::BadTemplate,
+                    "a `}` without its `{` (write `}}` for a literal brace)".to_owned(),
+                ));
+                rest = after;
+                continue;
+            }
+            let Some(end) = after.find('}') else {
+                problems.push((
+                    ProblemKind::BadTemplate,
+                    "a `{` that is never closed (write `{{` for a literal brace)".to_owned(),
+                ));
+                rest = "";
+                break;
+            };
+            let name = after[..end].trim();
+            match Placeholder::from_name(name) {
+                Some(p) => {
+                    if !literal.is_empty() {
+                        pieces.push(Piece::Text(std::mem::take(&mut literal).into()));
+                    }
+                    pieces.push(Piece::Field(p));
+                }
+                None => problems.push((
+                    ProblemKind::UnknownPlaceholder,
+                    format!(
+                        "unknown placeholder `{{{name}}}` in the reason; known placeholders: {}",
+                        PLACEHOLDERS.join(", ")
+                    ),
+                )),
+            }
+            rest = &after[end + 1..];
+        }
+        literal.push_str(rest);
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(literal.into()));
+        }
+        if problems.is_empty() {
+            Ok(Template { pieces })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub(crate) fn render(&self, e: &Event<'_>, rule: &Rule) -> String {
+        let mut out = String::with_capacity(96);
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(p) => render_field(&mut out, *p, e, rule),
+            }
+        }
+        out
+    }
+}
+
+const UNKNOWN: &str = "unknown";
+
+fn yes_no(out: &mut String, b: Option<bool>) {
+    out.push_str(match b {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => UNKNOWN,
+    });
+}
+
+fn render_field(out: &mut String, p: Placeholder, e: &Event<'_>, rule: &Rule) {
+    match p {
+        Placeholder::CallerNumber => out.push_str(&mask_phone(&e.caller_number)),
+        Placeholder::CallDurationS => {
+            let d = e.call_duration_s;
+            if d.fract() == 0.0 {
+                let _ = write!(out, "{d:.0}");
+            } else {
+                let _ = write!(out, "{d:.1}");
+            }
+        }
+        Placeholder::CallMinutes => {
+            let _ = write!(out, "{:.1}", e.call_duration_s / 60.0);
+        }
+        Placeholder::CalleeAge => match e.callee_age {
+            Some(age) => {
+                let _ = write!(out, "{age}");
+            }
+            None => out.push_str(UNKNOWN),
+        },
+        Placeholder::CallerFlags => {
+            let mut any = false;
+            for flag in e.caller_flags.iter() {
+                if any {
+                    out.push_str(", ");
+                }
+                out.push_str(flag.name());
+                any = true;
+            }
+            if !any {
+                out.push_str("none");
+            }
+        }
+        // Free text from the event producer: mask anything that looks like a phone number.
+        Placeholder::FraudTypeHint => match e.fraud_type_hint.as_deref() {
+            Some(h) => out.push_str(&mask_digits(h)),
+            None => out.push_str(UNKNOWN),
+        },
+        Placeholder::SmsWithLink => yes_no(out, e.sms_with_link),
+        Placeholder::CalleePriorVictim => yes_no(out, e.callee_prior_victim),
+        Placeholder::HasLocation => yes_no(out, Some(e.callee_location.is_some())),
+        Placeholder::HasCellId => yes_no(out, Some(e.cell_id.is_some())),
+        Placeholder::Score => {
+            let _ = write!(out, "{}", rule.score);
+        }
+        Placeholder::RuleId => out.push_str(&rule.id),
+    }
+}
