@@ -1,0 +1,509 @@
+//! Service configuration: plain serde structs with defaults, layered as defaults → file →
+//! environment (`DISSUADE__SECTION__KEY=value`), validated in one place that reports every
+//! problem at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::rules::Level;
+
+/// Where the default configuration lives, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/dissuade.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub rules: RulesConfig,
+    pub grid: GridConfig,
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    #[serde(default)]
+    pub scripts: ScriptsConfig,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Directory of the config file: relative paths inside it resolve against this.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridConfig {
+    pub cells: PathBuf,
+    pub stations: PathBuf,
+    pub roster: PathBuf,
+    /// Base-station cell id → location, used when an event has `cell_id` but no coordinates.
+    pub cell_table: Option<PathBuf>,
+    #[serde(default = "default_snap_distance_m")]
+    pub snap_distance_m: f64,
+    /// Reject invalid polygons instead of repairing them.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+fn default_snap_distance_m() -> f64 {
+    500.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// The lowest level that becomes a task; lower levels are only counted.
+    pub min_level: Level,
+    /// A further event for the same callee within this window creates no new task unless
+    /// its level is higher.
+    #[serde(with = "humantime_serde")]
+    pub suppression_window: Duration,
+    /// Upper bound on remembered open tasks (one entry per person at risk).
+    pub max_open: usize,
+    /// Who receives tasks that match no grid cell.
+    pub fallback_desk: String,
+    /// Time allowed to reach the person, counted from the call, per level.
+    pub sla: SlaConfig,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            min_level: Level::Medium,
+            suppression_window: Duration::from_secs(30 * 60),
+            max_open: 2_000_000,
+            fallback_desk: "anti-fraud-centre-duty-desk".into(),
+            sla: SlaConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaConfig {
+    #[serde(with = "humantime_serde")]
+    pub low: Duration,
+    #[serde(with = "humantime_serde")]
+    pub medium: Duration,
+    #[serde(with = "humantime_serde")]
+    pub high: Duration,
+    #[serde(with = "humantime_serde")]
+    pub critical: Duration,
+}
+
+impl Default for SlaConfig {
+    fn default() -> Self {
+        SlaConfig {
+            low: Duration::from_secs(24 * 3600),
+            medium: Duration::from_secs(4 * 3600),
+            high: Duration::from_secs(30 * 60),
+            critical: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl SlaConfig {
+    pub fn for_level(&self, level: Level) -> Duration {
+        match level {
+            Level::None | Level::Low => self.low,
+            Level::Medium => self.medium,
+            Level::High => self.high,
+            Level::Critical => self.critical,
+        }
+    }
+}
+
+/// Suggested dissuasion scripts by fraud type (`fraud_type_hint`), with a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptsConfig {
+    pub default: String,
+    #[serde(flatten)]
+    pub by_fraud_type: BTreeMap<String, String>,
+}
+
+impl Default for ScriptsConfig {
+    fn default() -> Self {
+        ScriptsConfig {
+            default: "You just received a suspected fraud call. Do not transfer any money. \
+                      Your community officer is on the way."
+                .into(),
+            by_fraud_type: BTreeMap::new(),
+        }
+    }
+}
+
+impl ScriptsConfig {
+    pub fn for_fraud_type(&self, hint: Option<&str>) -> &str {
+        hint.and_then(|h| self.by_fraud_type.get(h))
+            .unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `embedded` starts an in-process broker; anything else is a bootstrap server list.
+    pub brokers: String,
+    /// Port of the embedded broker (loopback only).
+    pub embedded_port: u16,
+    pub group_id: String,
+    pub input_topic: String,
+    pub task_topic: String,
+    pub dlq_topic: String,
+    /// Partitions for topics the service creates itself (embedded broker, `--create-topics`).
+    pub partitions: i32,
+    /// Tasks and dead letters produced but not yet acknowledged by the broker: production
+    /// (and so consumption) waits at this bound.
+    pub max_in_flight: usize,
+    /// Pipeline worker threads; input partitions are spread over them, each partition on
+    /// one worker so its order is kept. 0 means one per two cores.
+    pub workers: usize,
+    /// How often processed offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How long a graceful shutdown may take to deliver in-flight work and commit.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Passed untouched to librdkafka for both consumer and producer
+    /// (`security.protocol`, `sasl.*`, `ssl.*`, ...).
+    pub properties: BTreeMap<String, String>,
+    pub consumer_properties: BTreeMap<String, String>,
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+pub const EMBEDDED: &str = "embedded";
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: EMBEDDED.into(),
+            embedded_port: 9092,
+            group_id: "dissuade".into(),
+            input_topic: "suspicious-calls".into(),
+            task_topic: "dissuasion-tasks".into(),
+            dlq_topic: "suspicious-calls.dlq".into(),
+            partitions: 4,
+            max_in_flight: 100_000,
+            workers: 0,
+            commit_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(20),
+            properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn is_embedded(&self) -> bool {
+        self.brokers == EMBEDDED
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint; empty disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9898".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file, applies `DISSUADE__…` environment overrides, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: with_line(&text, &e),
+        })?;
+        for (var, value) in env {
+            apply_env_override(&mut doc, &var, &value)?;
+        }
+        let mut config: Config = Config::deserialize(doc).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Resolves a path from the config file against the file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut must_exist = |what: &str, p: &Path| {
+            let full = self.resolve(p);
+            if !full.is_file() {
+                problems.push(format!("{what}: file {} does not exist", full.display()));
+            }
+        };
+        must_exist("rules.path", &self.rules.path);
+        must_exist("grid.cells", &self.grid.cells);
+        must_exist("grid.stations", &self.grid.stations);
+        must_exist("grid.roster", &self.grid.roster);
+        if let Some(t) = &self.grid.cell_table {
+            must_exist("grid.cell_table", t);
+        }
+        if !(self.grid.snap_distance_m.is_finite() && self.grid.snap_distance_m >= 0.0) {
+            problems.push(format!(
+                "grid.snap_distance_m: {} is not a distance in metres",
+                self.grid.snap_distance_m
+            ));
+        }
+        let d = &self.dispatch;
+        if d.min_level == Level::None {
+            problems.push("dispatch.min_level: `none` would make a task of every call".into());
+        }
+        if d.suppression_window.is_zero() {
+            problems.push("dispatch.suppression_window: must be longer than zero".into());
+        }
+        if d.max_open == 0 {
+            problems.push("dispatch.max_open: must be at least 1".into());
+        }
+        if d.fallback_desk.trim().is_empty() {
+            problems.push("dispatch.fallback_desk: must name the desk for unmatched tasks".into());
+        }
+        for (level, sla) in [
+            ("low", d.sla.low),
+            ("medium", d.sla.medium),
+            ("high", d.sla.high),
+            ("critical", d.sla.critical),
+        ] {
+            if sla.is_zero() {
+                problems.push(format!("dispatch.sla.{level}: must be longer than zero"));
+            }
+        }
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            problems.push("kafka.brokers: `embedded` or a bootstrap server list".into());
+        }
+        for (name, topic) in [
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.task_topic", &k.task_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            if topic.trim().is_empty() {
+                problems.push(format!("{name}: must not be empty"));
+            }
+        }
+        if k.input_topic == k.task_topic || k.input_topic == k.dlq_topic {
+            problems.push("kafka: input, task and dead-letter topics must differ".into());
+        }
+        if k.group_id.trim().is_empty() {
+            problems.push("kafka.group_id: must not be empty".into());
+        }
+        if k.partitions < 1 {
+            problems.push("kafka.partitions: must be at least 1".into());
+        }
+        if k.max_in_flight == 0 {
+            problems.push("kafka.max_in_flight: must be at least 1".into());
+        }
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "metrics.listen: `{}` is not an address like 127.0.0.1:9898",
+                self.metrics.listen
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+}
+
+/// Applies `DISSUADE__KAFKA__BROKERS=host:9092` as `kafka.brokers = "host:9092"`. A value that
+/// parses as a TOML scalar (number, bool) keeps that type; anything else is a string.
+fn apply_env_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(rest) = var.strip_prefix("DISSUADE__") else {
+        return Ok(());
+    };
+    let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+    if keys.iter().any(String::is_empty) {
+        return Err(ConfigError::Env {
+            var: var.into(),
+            message: "empty key segment".into(),
+        });
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let (last, parents) = keys.split_last().expect("at least one key");
+    let mut table = doc;
+    for key in parents {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| ConfigError::Env {
+            var: var.into(),
+            message: format!("`{key}` is not a table"),
+        })?;
+    }
+    table.insert(last.clone(), parsed);
+    Ok(())
+}
+
+/// Formats a TOML error with the 1-based line it points at.
+pub(crate) fn with_line(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_config(dir: &Path, body: &str) -> PathBuf {
+        for f in ["rules.toml", "cells.geojson", "stations.csv", "roster.csv"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let path = dir.join("dissuade.toml");
+        let mut f = std::fs::File::create(&path).unwrap();
+        write!(
+            f,
+            "[rules]\npath = \"rules.toml\"\n[grid]\ncells = \"cells.geojson\"\n\
+             stations = \"stations.csv\"\nroster = \"roster.csv\"\n{body}"
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_fill_everything_not_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load_with_env(&write_config(dir.path(), ""), []).unwrap();
+        assert_eq!(cfg.dispatch.min_level, Level::Medium);
+        assert_eq!(cfg.dispatch.suppression_window, Duration::from_secs(1800));
+        assert_eq!(cfg.grid.snap_distance_m, 500.0);
+        assert!(cfg.kafka.is_embedded());
+        assert_eq!(cfg.kafka.input_topic, "suspicious-calls");
+        assert_eq!(cfg.resolve(Path::new("rules.toml")), dir.path().join("rules.toml"));
+    }
+
+    #[test]
+    fn environment_overrides_file_values_with_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "[kafka]\nbrokers = \"a:9092\"\n");
+        let cfg = Config::load_with_env(
+            &path,
+            [
+                ("DISSUADE__KAFKA__BROKERS".into(), "kafka-1:9093".into()),
+                ("DISSUADE__KAFKA__PARTITIONS".into(), "12".into()),
+                ("DISSUADE__KAFKA__PROPERTIES__SECURITY.PROTOCOL".into(), "SASL_SSL".into()),
+                ("UNRELATED".into(), "x".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.brokers, "kafka-1:9093");
+        assert_eq!(cfg.kafka.partitions, 12);
+        assert_eq!(cfg.kafka.properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "[dispatch]\nsuppresion_window = \"10m\"\n");
+        let err = Config::load_with_env(&path, []).unwrap_err().to_string();
+        assert!(err.contains("suppresion_window"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "[dispatch\n");
+        let err = Config::load_with_env(&path, []).unwrap_err().to_string();
+        assert!(err.contains("dissuade.toml: line 7"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            "[dispatch]\nsuppression_window = \"0s\"\nfallback_desk = \"\"\n\
+             [kafka]\ntask_topic = \"suspicious-calls\"\n[metrics]\nlisten = \"nowhere\"\n",
+        );
+        std::fs::remove_file(dir.path().join("roster.csv")).unwrap();
+        let err = Config::load_with_env(&path, []).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].starts_with("grid.roster: file"));
+        assert!(problems.iter().any(|p| p.starts_with("metrics.listen")));
+    }
+
+    #[test]
+    fn scripts_fall_back_to_default() {
+        let mut s = ScriptsConfig::default();
+        s.by_fraud_type.insert("investment".into(), "No real investment promises this.".into());
+        assert_eq!(s.for_fraud_type(Some("investment")), "No real investment promises this.");
+        assert_eq!(s.for_fraud_type(Some("unknown")), s.default);
+        assert_eq!(s.for_fraud_type(None), s.default);
+    }
+}

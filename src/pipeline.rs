@@ -1,0 +1,368 @@
+//! The whole per-event path as one synchronous call: decode → score → dispatch → locate →
+//! encode. No I/O and no locks beyond the dispatcher's sharded map, so any number of worker
+//! threads can share one `Pipeline`.
+
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::config::{Config, DispatchConfig, ScriptsConfig};
+use crate::dispatch::{callee_key, Decision, Dispatcher};
+use crate::event::{Event, EventError, Location};
+use crate::grid::cell_table::CellTable;
+use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
+use crate::rules::{Fired, Level, RuleSet, RulesError, Score};
+use crate::task::{
+    victim_location, Assignee, GridRef, LocationSource, Notify, Reason, Task, TaskId, Victim,
+};
+
+/// What became of one input record.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The record is not a valid event; it belongs in the dead-letter topic.
+    Rejected(EventError),
+    Scored(Scored),
+}
+
+#[derive(Debug)]
+pub struct Scored {
+    pub level: Level,
+    pub score: i32,
+    /// Indexes of the rules that fired, into [`RuleSet::rules`].
+    pub fired: Fired,
+    pub occurred_at_ms: i64,
+    pub action: Action,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// Below the dispatch level: counted only.
+    BelowThreshold,
+    /// An open task for this person already covers it.
+    Suppressed { open: TaskId },
+    /// A task was encoded into the output buffer.
+    Task(EmittedTask),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct EmittedTask {
+    pub task_id: TaskId,
+    /// Assignee id: the Kafka key of the task.
+    pub key: String,
+    pub match_kind: MatchKind,
+    pub upgrade_of: Option<TaskId>,
+}
+
+/// The stages of [`Pipeline::process`], for per-stage timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Decode,
+    Score,
+    Dispatch,
+    Locate,
+    Encode,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 5] = [
+        Stage::Decode,
+        Stage::Score,
+        Stage::Dispatch,
+        Stage::Locate,
+        Stage::Encode,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Score => "score",
+            Stage::Dispatch => "dispatch",
+            Stage::Locate => "locate",
+            Stage::Encode => "encode",
+        }
+    }
+}
+
+/// Receives the end of each stage. [`NoTimer`] compiles to nothing, so untimed events pay
+/// nothing for the instrumentation.
+pub trait StageTimer {
+    fn lap(&mut self, stage: Stage);
+}
+
+pub struct NoTimer;
+
+impl StageTimer for NoTimer {
+    #[inline(always)]
+    fn lap(&mut self, _: Stage) {}
+}
+
+/// Measures the stages one event went through.
+pub struct Laps {
+    last: Instant,
+    pub laps: [Option<Duration>; 5],
+}
+
+impl Laps {
+    pub fn start() -> Laps {
+        Laps {
+            last: Instant::now(),
+            laps: [None; 5],
+        }
+    }
+}
+
+impl StageTimer for Laps {
+    fn lap(&mut self, stage: Stage) {
+        let now = Instant::now();
+        self.laps[stage as usize] = Some(now - self.last);
+        self.last = now;
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Grid(#[from] GridError),
+}
+
+pub struct Pipeline {
+    rules: RuleSet,
+    grid: GridMap,
+    cells: CellTable,
+    dispatcher: Dispatcher,
+    dispatch: DispatchConfig,
+    scripts: ScriptsConfig,
+}
+
+impl Pipeline {
+    pub fn new(
+        rules: RuleSet,
+        grid: GridMap,
+        cells: CellTable,
+        dispatch: DispatchConfig,
+        scripts: ScriptsConfig,
+    ) -> Pipeline {
+        Pipeline {
+            dispatcher: Dispatcher::new(dispatch.suppression_window, dispatch.max_open),
+            rules,
+            grid,
+            cells,
+            dispatch,
+            scripts,
+        }
+    }
+
+    /// Loads the rules, the grid map and the cell table named by the config. Warnings are
+    /// polygons that were repaired on load.
+    pub fn load(config: &Config) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
+        let rules = RuleSet::load(&config.resolve(&config.rules.path))?;
+        let (grid, warnings) = GridMap::load(
+            &config.resolve(&config.grid.cells),
+            &config.resolve(&config.grid.stations),
+            &config.resolve(&config.grid.roster),
+            GridOptions {
+                snap_distance_m: config.grid.snap_distance_m,
+                strict: config.grid.strict,
+            },
+        )?;
+        let cells = match &config.grid.cell_table {
+            Some(p) => CellTable::load(&config.resolve(p))?,
+            None => CellTable::from_rows(Vec::<(String, f64, f64)>::new())?,
+        };
+        let pipeline = Pipeline::new(
+            rules,
+            grid,
+            cells,
+            config.dispatch.clone(),
+            config.scripts.clone(),
+        );
+        Ok((pipeline, warnings))
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    pub fn grid(&self) -> &GridMap {
+        &self.grid
+    }
+
+    pub fn cell_table(&self) -> &CellTable {
+        &self.cells
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Runs one record through the pipeline. A task, if any, is appended to `out` as JSON.
+    /// `partition` is the input partition (for per-partition state); `now_ms` stamps
+    /// `created_at`.
+    pub fn process(&self, payload: &[u8], partition: i32, now_ms: i64, out: &mut Vec<u8>) -> Outcome {
+        self.process_timed(payload, partition, now_ms, out, &mut NoTimer)
+    }
+
+    /// [`Pipeline::process`], reporting the end of each stage to `timer`.
+    pub fn process_timed(
+        &self,
+        payload: &[u8],
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+        timer: &mut impl StageTimer,
+    ) -> Outcome {
+        let event = match Event::decode(payload) {
+            Ok(e) => e,
+            Err(e) => return Outcome::Rejected(e),
+        };
+        timer.lap(Stage::Decode);
+        let score = self.rules.score(&event);
+        timer.lap(Stage::Score);
+        let action = self.act(&event, &score, partition, now_ms, out, timer);
+        Outcome::Scored(Scored {
+            level: score.level,
+            score: score.total,
+            fired: score.fired,
+            occurred_at_ms: event.occurred_at_ms,
+            action,
+        })
+    }
+
+    fn act(
+        &self,
+        event: &Event<'_>,
+        score: &Score,
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+        timer: &mut impl StageTimer,
+    ) -> Action {
+        let (level, total, fired) = (score.level, score.total, &score.fired);
+        if level < self.dispatch.min_level {
+            return Action::BelowThreshold;
+        }
+        let task_id = TaskId::for_event(&event.event_id);
+        let upgrade_of = match self.dispatcher.decide(
+            callee_key(&event.callee_number),
+            level,
+            event.occurred_at_ms,
+            task_id,
+            partition,
+        ) {
+            Decision::Suppressed { open } => return Action::Suppressed { open },
+            Decision::New => None,
+            Decision::Upgrade { previous } => Some(previous),
+        };
+        timer.lap(Stage::Dispatch);
+
+        let location = self.locate_victim(event);
+        let found = match location {
+            Some((loc, _)) => self.grid.locate(loc.lon, loc.lat),
+            None => GridMatch {
+                cell: None,
+                kind: MatchKind::Unmatched,
+                distance_m: 0.0,
+            },
+        };
+        timer.lap(Stage::Locate);
+        let (grid, assignee, also_notify) = self.assign(found);
+        let key = assignee.id().to_owned();
+        let task = Task {
+            task_id,
+            event_id: &event.event_id,
+            kind: if upgrade_of.is_some() { "upgrade" } else { "new" },
+            upgrade_of,
+            created_at: now_ms,
+            occurred_at: event.occurred_at_ms,
+            deadline: event.occurred_at_ms
+                + self.dispatch.sla.for_level(level).as_millis() as i64,
+            level,
+            score: total,
+            reasons: fired
+                .iter()
+                .map(|&i| {
+                    let rule = &self.rules.rules()[i as usize];
+                    Reason {
+                        rule_id: &rule.id,
+                        reason: self.rules.reason(i, event),
+                        score: rule.score,
+                    }
+                })
+                .collect(),
+            victim: Victim {
+                number: &event.callee_number,
+                age: event.callee_age,
+                location: location.map(|(l, s)| victim_location(l, s)),
+            },
+            grid,
+            assignee,
+            also_notify,
+            fraud_type: event.fraud_type_hint.as_deref(),
+            script: self.scripts.for_fraud_type(event.fraud_type_hint.as_deref()),
+            rules_version: self.rules.version(),
+        };
+        task.encode_into(out);
+        timer.lap(Stage::Encode);
+        Action::Task(EmittedTask {
+            task_id,
+            key,
+            match_kind: found.kind,
+            upgrade_of,
+        })
+    }
+
+    fn locate_victim(&self, event: &Event<'_>) -> Option<(Location, LocationSource)> {
+        if let Some(loc) = event.callee_location {
+            return Some((loc, LocationSource::Event));
+        }
+        let cell_id = event.cell_id.as_deref()?;
+        let (lon, lat) = self.cells.get(cell_id)?;
+        Some((Location { lon, lat }, LocationSource::CellId))
+    }
+
+    /// The grid reference, the assignee and who else to notify for a lookup result.
+    fn assign(&self, found: GridMatch) -> (GridRef<'_>, Assignee<'_>, Vec<Notify<'_>>) {
+        let Some(cell_idx) = found.cell else {
+            let grid = GridRef {
+                match_kind: MatchKind::Unmatched,
+                grid_id: None,
+                name: None,
+                station_id: None,
+                station_name: None,
+                distance_m: None,
+            };
+            let desk = Assignee::DutyDesk {
+                desk_id: &self.dispatch.fallback_desk,
+            };
+            return (grid, desk, Vec::new());
+        };
+        let cell = self.grid.cell(cell_idx);
+        let station = self.grid.station_of(cell_idx);
+        let grid = GridRef {
+            match_kind: found.kind,
+            grid_id: Some(&cell.grid_id),
+            name: Some(&cell.name),
+            station_id: Some(&station.station_id),
+            station_name: Some(&station.name),
+            distance_m: (found.kind == MatchKind::Snapped)
+                .then(|| (found.distance_m * 10.0).round() / 10.0),
+        };
+        let officer = self.grid.community_officer(cell_idx);
+        let assignee = match officer {
+            Some(o) => Assignee::Officer(o),
+            None => Assignee::DutyDesk {
+                desk_id: &station.duty_desk_id,
+            },
+        };
+        let also_notify = self
+            .grid
+            .roster(cell_idx)
+            .iter()
+            .filter(|o| !officer.is_some_and(|a| std::ptr::eq(*o, a)))
+            .map(Notify)
+            .collect();
+        (grid, assignee, also_notify)
+    }
+}

@@ -1,0 +1,242 @@
+//! The dissuasion task: what the community officer receives.
+//!
+//! A task is encoded straight from borrowed parts of the event, the rule set and the grid map;
+//! nothing is copied into an intermediate owned struct on the way to JSON.
+
+use std::fmt;
+
+use serde::ser::{SerializeStruct, Serializer};
+use serde::Serialize;
+
+use crate::event::Location;
+use crate::grid::{MatchKind, Officer};
+use crate::rules::Level;
+
+/// Deterministic task identity: a 128-bit hash of the event id, so a replayed or redelivered
+/// event yields the same id and downstream can de-duplicate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(pub [u8; 16]);
+
+impl TaskId {
+    pub fn for_event(event_id: &str) -> TaskId {
+        TaskId(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()).to_be_bytes())
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskId({self})")
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reason<'a> {
+    pub rule_id: &'a str,
+    pub reason: String,
+    pub score: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationSource {
+    /// Coordinates carried by the event.
+    Event,
+    /// Resolved from the event's base-station `cell_id`.
+    CellId,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VictimLocation {
+    pub lon: f64,
+    pub lat: f64,
+    pub source: LocationSource,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Victim<'a> {
+    /// The one place the full number appears: the officer must call it.
+    pub number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<u8>,
+    pub location: Option<VictimLocation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GridRef<'a> {
+    #[serde(rename = "match")]
+    pub match_kind: MatchKind,
+    pub grid_id: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub station_id: Option<&'a str>,
+    pub station_name: Option<&'a str>,
+    /// Distance to the cell for `snapped` matches, in metres.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_m: Option<f64>,
+}
+
+/// Who must act: the grid's community officer, or a duty desk.
+#[derive(Debug)]
+pub enum Assignee<'a> {
+    Officer(&'a Officer),
+    /// The station's duty desk (grid has no community officer) or the fallback desk
+    /// (no grid matched).
+    DutyDesk { desk_id: &'a str },
+}
+
+impl Assignee<'_> {
+    /// The Kafka key for the task: tasks for one assignee stay in order on one partition.
+    pub fn id(&self) -> &str {
+        match self {
+            Assignee::Officer(o) => &o.officer_id,
+            Assignee::DutyDesk { desk_id } => desk_id,
+        }
+    }
+}
+
+impl Serialize for Assignee<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Assignee::Officer(o) => serialize_officer(o, "officer", s),
+            Assignee::DutyDesk { desk_id } => {
+                let mut st = s.serialize_struct("Assignee", 2)?;
+                st.serialize_field("kind", "duty_desk")?;
+                st.serialize_field("id", desk_id)?;
+                st.end()
+            }
+        }
+    }
+}
+
+/// A roster member to copy on the task (auxiliary officer, grid workers).
+#[derive(Debug)]
+pub struct Notify<'a>(pub &'a Officer);
+
+impl Serialize for Notify<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_officer(self.0, "officer", s)
+    }
+}
+
+fn serialize_officer<S: Serializer>(o: &Officer, kind: &str, s: S) -> Result<S::Ok, S::Error> {
+    let mut st = s.serialize_struct("Officer", 5)?;
+    st.serialize_field("kind", kind)?;
+    st.serialize_field("id", &o.officer_id)?;
+    st.serialize_field("name", &o.name)?;
+    st.serialize_field("role", o.role.as_str())?;
+    st.serialize_field("phone", &o.phone)?;
+    st.end()
+}
+
+/// A dissuasion task, borrowing from the event and the loaded configuration.
+#[derive(Debug, Serialize)]
+pub struct Task<'a> {
+    pub task_id: TaskId,
+    pub event_id: &'a str,
+    /// `new`, or `upgrade` when it raises the level of an open task (see `upgrade_of`).
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_of: Option<TaskId>,
+    #[serde(serialize_with = "rfc3339_ms")]
+    pub created_at: i64,
+    #[serde(serialize_with = "rfc3339_ms")]
+    pub occurred_at: i64,
+    #[serde(serialize_with = "rfc3339_ms")]
+    pub deadline: i64,
+    pub level: Level,
+    pub score: i32,
+    pub reasons: Vec<Reason<'a>>,
+    pub victim: Victim<'a>,
+    pub grid: GridRef<'a>,
+    pub assignee: Assignee<'a>,
+    pub also_notify: Vec<Notify<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fraud_type: Option<&'a str>,
+    pub script: &'a str,
+    pub rules_version: &'a str,
+}
+
+impl Task<'_> {
+    /// Appends the task's JSON to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("a task always serializes");
+    }
+}
+
+fn rfc3339_ms<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match chrono::DateTime::from_timestamp_millis(*ms) {
+        Some(t) => s.collect_str(&t.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+        None => s.serialize_i64(*ms),
+    }
+}
+
+/// Reads back the fields of an encoded task that consumers and tests look at.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct TaskSummary {
+    pub task_id: String,
+    pub event_id: String,
+    pub kind: String,
+    pub upgrade_of: Option<String>,
+    pub level: Level,
+    pub score: i32,
+    pub grid: GridSummary,
+    pub assignee: AssigneeSummary,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct GridSummary {
+    #[serde(rename = "match")]
+    pub match_kind: String,
+    pub grid_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct AssigneeSummary {
+    pub kind: String,
+    pub id: String,
+}
+
+/// The victim location a task was built with, also used by the pipeline.
+pub(crate) fn victim_location(loc: Location, source: LocationSource) -> VictimLocation {
+    VictimLocation {
+        lon: loc.lon,
+        lat: loc.lat,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_id_is_deterministic_and_distinct() {
+        assert_eq!(TaskId::for_event("e-1"), TaskId::for_event("e-1"));
+        assert_ne!(TaskId::for_event("e-1"), TaskId::for_event("e-2"));
+        assert_eq!(TaskId::for_event("e-1").to_string().len(), 32);
+    }
+
+    #[test]
+    fn timestamps_encode_as_utc_rfc3339() {
+        #[derive(Serialize)]
+        struct T(#[serde(serialize_with = "rfc3339_ms")] i64);
+        assert_eq!(
+            serde_json::to_string(&T(1_795_480_200_123)).unwrap(),
+            "\"2026-11-24T00:30:00.123Z\""
+        );
+    }
+}
