@@ -1,0 +1,82 @@
+//! A Kafka-compatible broker in this process (tansu, in-memory storage), so the demo and the
+//! tests run the real Kafka path with nothing installed. It listens on loopback only and
+//! keeps every record in memory: bound the runs that use it.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use tansu_broker::broker::Broker;
+use tansu_broker::coordinator::group::administrator::Controller;
+use tansu_storage::StorageContainer;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use super::KafkaSetupError;
+
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker on `127.0.0.1:port` (0 picks a free port) and waits until it
+    /// accepts connections.
+    pub async fn start(port: u16) -> Result<EmbeddedBroker, KafkaSetupError> {
+        let port = if port == 0 { free_port()? } else { port };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let url = Url::parse(&format!("tcp://{addr}"))
+            .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
+        let storage = Url::parse("memory://tansu/").expect("static URL");
+        let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
+            .node_id(tansu_broker::NODE_ID)
+            .cluster_id("dissuade-embedded")
+            .incarnation_id(uuid::Uuid::now_v7())
+            .advertised_listener(url.clone())
+            .storage(storage)
+            .listener(url)
+            .schema_registry(None)
+            .lake_house(None)
+            .otlp_endpoint_url(None)
+            .authentication(false)
+            .tls_server_config(None)
+            .silent(true)
+            .build()
+            .await
+            .map_err(|e| KafkaSetupError::Embedded(format!("{e:?}")))?;
+        // `serve`, not `main`: `main` installs its own SIGINT/SIGTERM handlers and would stop
+        // the broker while the processor is still draining.
+        let task = tokio::spawn(async move {
+            if let Err(e) = broker.serve(tokio::time::Instant::now()).await {
+                tracing::error!(error = ?e, "embedded broker stopped");
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if task.is_finished() || Instant::now() > deadline {
+                task.abort();
+                return Err(KafkaSetupError::Embedded(format!(
+                    "broker did not listen on {addr} (is the port in use?)"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(EmbeddedBroker { addr, task })
+    }
+
+    /// The bootstrap address for clients.
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn free_port() -> Result<u16, KafkaSetupError> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| KafkaSetupError::Embedded(format!("finding a free port: {e}")))?;
+    Ok(l.local_addr().map_err(|e| KafkaSetupError::Embedded(e.to_string()))?.port())
+}

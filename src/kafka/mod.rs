@@ -1,0 +1,108 @@
+//! Kafka at the edges of the pipeline: the consumer-group service ([`processor`]), the
+//! synthetic load generator ([`generate`]), topic administration, and the embedded broker
+//! that makes the demo and tests self-contained ([`embedded`]).
+//!
+//! Every librdkafka property in the config passes through untouched, after the defaults set
+//! here, so ops can use `security.protocol`, `sasl.*` and `ssl.*` without a code change.
+
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
+pub mod generate;
+pub mod offsets;
+pub mod processor;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use thiserror::Error;
+
+use crate::config::KafkaConfig;
+
+#[derive(Debug, Error)]
+pub enum KafkaSetupError {
+    #[error("creating a Kafka client: {0}")]
+    Client(#[source] rdkafka::error::KafkaError),
+    #[error("creating topic {topic}: {reason}")]
+    CreateTopic { topic: String, reason: String },
+    #[error("`brokers = \"embedded\"` needs a build with the `embedded-broker` feature")]
+    EmbeddedUnavailable,
+    #[error("starting the embedded broker: {0}")]
+    Embedded(String),
+}
+
+/// Consumer settings: defaults tuned for throughput and at-least-once, then `properties`,
+/// then `consumer_properties`.
+pub fn consumer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("group.id", &cfg.group_id)
+        // Offsets are committed by the processor, only after outputs are acknowledged.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // The default 500 ms makes a consumer group idle between fetches (KAFKA-NOTES).
+        .set("fetch.wait.max.ms", "5")
+        .set("statistics.interval.ms", "1000");
+    overlay(&mut c, &cfg.properties);
+    overlay(&mut c, &cfg.consumer_properties);
+    c
+}
+
+/// Producer settings: batched, idempotent-safe defaults, then `properties`, then
+/// `producer_properties`.
+pub fn producer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("acks", "all")
+        .set("queue.buffering.max.messages", cfg.max_in_flight.to_string())
+        .set("batch.num.messages", "10000");
+    overlay(&mut c, &cfg.properties);
+    overlay(&mut c, &cfg.producer_properties);
+    c
+}
+
+fn overlay(c: &mut ClientConfig, props: &BTreeMap<String, String>) {
+    for (k, v) in props {
+        c.set(k, v);
+    }
+}
+
+/// Creates the topics if they do not exist (an existing topic is fine).
+pub async fn ensure_topics(
+    cfg: &KafkaConfig,
+    bootstrap: &str,
+    topics: &[&str],
+) -> Result<(), KafkaSetupError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    overlay(&mut c, &cfg.properties);
+    let admin: AdminClient<DefaultClientContext> =
+        c.create().map_err(KafkaSetupError::Client)?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .map_err(KafkaSetupError::Client)?;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaSetupError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
