@@ -1,0 +1,106 @@
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::grid::{GridMap, GridOptions, MatchKind};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Longitude (WGS84 degrees).
+    #[arg(allow_negative_numbers = true, required_unless_present = "jsonl")]
+    lon: Option<f64>,
+    /// Latitude (WGS84 degrees).
+    #[arg(allow_negative_numbers = true, required_unless_present = "jsonl")]
+    lat: Option<f64>,
+    /// Read `{"lon":..,"lat":..}` lines on stdin, write one result line per input line.
+    #[arg(long, conflicts_with_all = ["lon", "lat"])]
+    jsonl: bool,
+}
+
+#[derive(Deserialize)]
+struct Point {
+    lon: f64,
+    lat: f64,
+}
+
+#[derive(Serialize)]
+struct Located<'a> {
+    grid_id: Option<&'a str>,
+    #[serde(rename = "match")]
+    match_kind: MatchKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    station_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    distance_m: Option<f64>,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let (grid, _) = GridMap::load(
+        &config.resolve(&config.grid.cells),
+        &config.resolve(&config.grid.stations),
+        &config.resolve(&config.grid.roster),
+        GridOptions {
+            snap_distance_m: config.grid.snap_distance_m,
+            strict: config.grid.strict,
+        },
+    )
+    .context("loading the grid map")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if !args.jsonl {
+        let (lon, lat) = (args.lon.unwrap_or_default(), args.lat.unwrap_or_default());
+        check_point(lon, lat)?;
+        write_located(&mut out, &grid, lon, lat)?;
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut bad = 0usize;
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = line.context("reading stdin")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let point = serde_json::from_str::<Point>(&line)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| check_point(p.lon, p.lat).map(|_| p));
+        match point {
+            Ok(p) => write_located(&mut out, &grid, p.lon, p.lat)?,
+            Err(e) => {
+                bad += 1;
+                eprintln!("line {}: {e}", n + 1);
+                // Keep one output line per input line so results line up with the input.
+                serde_json::to_writer(&mut out, &serde_json::json!({ "error": e.to_string() }))?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn check_point(lon: f64, lat: f64) -> anyhow::Result<()> {
+    if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) {
+        bail!("lon {lon} is not a longitude in [-180, 180]");
+    }
+    if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+        bail!("lat {lat} is not a latitude in [-90, 90]");
+    }
+    Ok(())
+}
+
+fn write_located(out: &mut impl Write, grid: &GridMap, lon: f64, lat: f64) -> anyhow::Result<()> {
+    let m = grid.locate(lon, lat);
+    let cell = m.cell.map(|i| grid.cell(i));
+    let located = Located {
+        grid_id: cell.map(|c| c.grid_id.as_str()),
+        match_kind: m.kind,
+        station_id: m.cell.map(|i| grid.station_of(i).station_id.as_str()),
+        distance_m: (m.kind == MatchKind::Snapped).then(|| (m.distance_m * 10.0).round() / 10.0),
+    };
+    serde_json::to_writer(&mut *out, &located)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}

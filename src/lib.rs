@@ -1,0 +1,22 @@
+//! `dissuade`: an anti-fraud early-warning stream processor.
+//!
+//! A suspicious-call event flows through the modules in the order they are listed here:
+//! [`event`] decodes and validates the record, [`rules`] scores it against the analysts' rule
+//! set, [`grid`] finds the police grid cell that contains the person at risk, [`dispatch`]
+//! keeps one open task per person, and [`task`] encodes the dissuasion task for the officer.
+//! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
+//! the command line, the tests and the benchmarks all drive the same code.
+pub mod event;
+pub mod privacy;
+pub mod rules;
+pub mod grid;
+pub mod config;
+pub mod dispatch;
+pub mod task;
+pub mod pipeline;
+pub mod metrics;
+pub mod http;
+pub mod kafka;
+pub mod service;
+pub mod synth;
+pub mod cli;

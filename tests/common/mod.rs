@@ -1,0 +1,218 @@
+//! Helpers shared by the integration tests: an embedded broker per test, the sample config
+//! pointed at it with unique topic and group names, and small produce/consume utilities.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dissuade::config::Config;
+use dissuade::http::Health;
+use dissuade::kafka::embedded::EmbeddedBroker;
+use dissuade::kafka::processor::{self, ProcessorHandle};
+use dissuade::metrics::Metrics;
+use dissuade::pipeline::{Action, Outcome, Pipeline};
+use dissuade::task::TaskSummary;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use tokio_util::sync::CancellationToken;
+
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The shipped sample configuration, pointed at `bootstrap` with fresh topic and group names.
+pub fn sample_config(bootstrap: &str, partitions: i32) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
+    let t = unique("t");
+    let env = [
+        ("KAFKA__BROKERS", bootstrap.to_string()),
+        ("KAFKA__PARTITIONS", partitions.to_string()),
+        ("KAFKA__INPUT_TOPIC", format!("\"{t}-in\"")),
+        ("KAFKA__TASK_TOPIC", format!("\"{t}-tasks\"")),
+        ("KAFKA__DLQ_TOPIC", format!("\"{t}-dlq\"")),
+        ("KAFKA__GROUP_ID", format!("\"{t}-group\"")),
+        ("KAFKA__WORKERS", "2".to_string()),
+        ("KAFKA__COMMIT_INTERVAL", "\"100ms\"".to_string()),
+        ("METRICS__LISTEN", "\"\"".to_string()),
+    ]
+    .map(|(k, v)| (format!("DISSUADE__{k}"), v));
+    Config::load_with_env(&path, env).expect("sample config loads")
+}
+
+pub async fn start_broker() -> EmbeddedBroker {
+    EmbeddedBroker::start(0).await.expect("embedded broker starts")
+}
+
+pub async fn create_topics(cfg: &Config) {
+    let k = &cfg.kafka;
+    dissuade::kafka::ensure_topics(k, &k.brokers, &[&k.input_topic, &k.task_topic, &k.dlq_topic])
+        .await
+        .expect("topics created");
+}
+
+/// Produces `records` (key, payload) and waits for every delivery.
+pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let futures: Vec<_> = records
+        .iter()
+        .map(|(k, v)| {
+            producer.send_result(FutureRecord::to(topic).key(k.as_str()).payload(v.as_slice()))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|(e, _)| e)
+        .expect("enqueue");
+    for f in futures {
+        f.await.expect("delivery report").expect("delivered");
+    }
+}
+
+/// Reads `topic` from the beginning until `n` records arrived or `timeout` passed.
+pub fn consume(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.expect("consume").detach());
+        }
+    }
+    out
+}
+
+/// Like [`consume`], then keeps reading for `settle` to catch anything beyond `n`.
+pub fn consume_settled(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    let mut out = consume(bootstrap, topic, usize::MAX, Duration::ZERO);
+    out.extend(consume(bootstrap, topic, n, timeout));
+    out
+}
+
+pub fn tasks_of(messages: &[OwnedMessage]) -> Vec<TaskSummary> {
+    messages
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().expect("payload")).expect("task JSON"))
+        .collect()
+}
+
+/// What the pipeline makes of `events` processed in order, in one process: the reference
+/// the Kafka path must reproduce.
+pub fn expected_tasks(cfg: &Config, events: &[(String, Vec<u8>)]) -> Vec<TaskSummary> {
+    let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    for (_, e) in events {
+        buf.clear();
+        if let Outcome::Scored(s) = pipeline.process(e, 0, 0, &mut buf) {
+            if let Action::Task(_) = s.action {
+                out.push(serde_json::from_slice(&buf).expect("task JSON"));
+            }
+        }
+    }
+    out
+}
+
+/// A processor running in this process, as `dissuade run` would.
+pub struct RunningProcessor {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub shutdown: CancellationToken,
+    handle: ProcessorHandle,
+}
+
+impl RunningProcessor {
+    pub fn start(cfg: &Config) -> RunningProcessor {
+        let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
+        let metrics = Arc::new(Metrics::new(pipeline.rules(), pipeline.grid().cells().len()));
+        let health = Arc::new(Health::default());
+        let shutdown = CancellationToken::new();
+        let handle = processor::spawn(
+            &cfg.kafka,
+            &cfg.kafka.brokers,
+            Arc::new(pipeline),
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        )
+        .expect("processor starts");
+        RunningProcessor {
+            metrics,
+            health,
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Waits until this processor has consumed at least `n` records.
+    pub fn wait_consumed(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.metrics.events_consumed.get() < n {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    /// Graceful stop: drain, commit, leave the group.
+    pub fn stop(self) {
+        self.shutdown.cancel();
+        self.handle.join().expect("processor stops cleanly");
+    }
+}
+
+/// Synthetic events from the sample city, keyed by callee as the centre should key them.
+pub fn synthetic_events(
+    cfg: &Config,
+    n: usize,
+    seed: u64,
+    victims: usize,
+    bad_share: f64,
+) -> Vec<(String, Vec<u8>)> {
+    use dissuade::grid::cell_table::CellTable;
+    use dissuade::synth::{Synth, SynthConfig};
+    let cells = CellTable::load(&cfg.resolve(cfg.grid.cell_table.as_ref().unwrap())).unwrap();
+    let mut synth = Synth::new(
+        &cells,
+        SynthConfig {
+            seed,
+            victims,
+            risky_share: 0.5,
+            bad_share,
+            ..SynthConfig::default()
+        },
+    )
+    .with_run_id(&unique("ev"));
+    (0..n)
+        .map(|i| {
+            let mut buf = Vec::new();
+            let v = synth.next_event(1_795_480_200_000 + i as i64 * 1000, &mut buf);
+            (synth.callee_number(v).to_string(), buf)
+        })
+        .collect()
+}

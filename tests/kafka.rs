@@ -1,0 +1,164 @@
+//! The service against a real Kafka protocol implementation: the embedded broker, real
+//! rdkafka producers and consumers, the shipped sample city.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+use dissuade::kafka::processor::{
+    HEADER_ERROR, HEADER_ERROR_FIELD, HEADER_ERROR_KIND, HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+};
+use dissuade::task::TaskSummary;
+use rdkafka::message::{Headers, Message};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn by_id(tasks: &[TaskSummary]) -> BTreeMap<String, TaskSummary> {
+    tasks.iter().map(|t| (t.task_id.clone(), t.clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_yields_exactly_the_expected_tasks() {
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 4);
+    create_topics(&cfg).await;
+    // Few victims, many risky calls: repeats exercise suppression and upgrades.
+    let events = synthetic_events(&cfg, 1500, 7, 300, 0.0);
+    let expected = expected_tasks(&cfg, &events);
+    assert!(expected.len() > 100, "the sample should produce tasks");
+    assert!(expected.iter().any(|t| t.kind == "upgrade"));
+
+    let p = RunningProcessor::start(&cfg);
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
+    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    assert!(p.wait_consumed(events.len() as u64, WAIT));
+    p.stop();
+
+    let got_tasks = tasks_of(&got);
+    assert_eq!(got_tasks.len(), expected.len(), "no task lost, none duplicated");
+    assert_eq!(by_id(&got_tasks), by_id(&expected));
+    // Keyed by assignee: each officer's tasks on one partition.
+    for m in &got {
+        let task: TaskSummary = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(m.key(), Some(task.assignee.id.as_bytes()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_records_go_to_the_dead_letter_topic_with_headers() {
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 1);
+    create_topics(&cfg).await;
+    let good = synthetic_events(&cfg, 50, 11, 50, 0.0);
+    let bad: Vec<(String, Vec<u8>)> = vec![
+        ("k1".into(), b"{not json".to_vec()),
+        (
+            "k2".into(),
+            br#"{"event_id":"b2","occurred_at":1,"caller_number":"1","call_duration_s":3}"#.to_vec(),
+        ),
+        (
+            "k3".into(),
+            br#"{"event_id":"b3","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":3,"callee_location":{"lon":117.2,"lat":91}}"#
+                .to_vec(),
+        ),
+    ];
+    let mut records = bad.clone();
+    records.extend(good.iter().cloned());
+    let expected = expected_tasks(&cfg, &good);
+
+    let p = RunningProcessor::start(&cfg);
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &records).await;
+    let dead = consume(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 3, WAIT);
+    let tasks = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    assert!(p.wait_consumed(records.len() as u64, WAIT));
+    assert_eq!(p.metrics.dead_letters(), 3);
+    p.stop();
+
+    assert_eq!(dead.len(), 3);
+    let expectations = [
+        ("k1", "malformed", None, 0),
+        ("k2", "missing_field", Some("callee_number"), 1),
+        ("k3", "out_of_range", Some("callee_location.lat"), 2),
+    ];
+    for (m, (key, kind, field, offset)) in dead.iter().zip(expectations) {
+        assert_eq!(m.key(), Some(key.as_bytes()));
+        let original = &bad.iter().find(|(k, _)| k == key).unwrap().1;
+        assert_eq!(m.payload(), Some(original.as_slice()), "payload unchanged");
+        let headers: BTreeMap<&str, String> = m
+            .headers()
+            .expect("headers")
+            .iter()
+            .map(|h| (h.key, String::from_utf8_lossy(h.value.unwrap()).into_owned()))
+            .collect();
+        assert_eq!(headers[HEADER_ERROR_KIND], kind);
+        assert_eq!(headers.get(HEADER_ERROR_FIELD).map(String::as_str), field);
+        assert!(!headers[HEADER_ERROR].is_empty());
+        assert_eq!(headers[HEADER_SOURCE_TOPIC], cfg.kafka.input_topic);
+        assert_eq!(headers[HEADER_SOURCE_PARTITION], "0");
+        assert_eq!(headers[HEADER_SOURCE_OFFSET], offset.to_string());
+    }
+    // The consumer kept going after the bad records.
+    assert_eq!(by_id(&tasks_of(&tasks)), by_id(&expected));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_mid_stream_loses_no_task() {
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 4);
+    create_topics(&cfg).await;
+    // One event per victim, so the expected tasks do not depend on which instance saw what.
+    let events = synthetic_events(&cfg, 4000, 13, 1_000_000, 0.0);
+    let expected = expected_tasks(&cfg, &events);
+
+    let first = RunningProcessor::start(&cfg);
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events[..2000]).await;
+    assert!(first.wait_consumed(1000, WAIT));
+    first.stop();
+
+    let second = RunningProcessor::start(&cfg);
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events[2000..]).await;
+    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    second.stop();
+
+    let got = tasks_of(&got);
+    let ids: BTreeSet<_> = got.iter().map(|t| t.task_id.clone()).collect();
+    let want: BTreeSet<_> = expected.iter().map(|t| t.task_id.clone()).collect();
+    assert_eq!(ids, want, "every task present after the restart");
+    // A graceful stop commits everything it delivered: nothing is redelivered.
+    assert_eq!(got.len(), expected.len(), "no duplicates after a graceful restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processors_split_the_partitions_and_emit_each_task_once() {
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 4);
+    create_topics(&cfg).await;
+    let events = synthetic_events(&cfg, 4000, 17, 1_000_000, 0.0);
+    let expected = expected_tasks(&cfg, &events);
+
+    let a = RunningProcessor::start(&cfg);
+    let b = RunningProcessor::start(&cfg);
+    // Both members must hold partitions before the load arrives.
+    let deadline = std::time::Instant::now() + WAIT;
+    while a.metrics.assigned_partitions.get() + b.metrics.assigned_partitions.get() < 4
+        || a.metrics.assigned_partitions.get() == 0
+        || b.metrics.assigned_partitions.get() == 0
+    {
+        assert!(std::time::Instant::now() < deadline, "group did not settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
+    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    let (ca, cb) = (a.metrics.events_consumed.get(), b.metrics.events_consumed.get());
+    a.stop();
+    b.stop();
+
+    assert!(ca > 0 && cb > 0, "both instances worked: {ca} and {cb}");
+    assert_eq!(ca + cb, events.len() as u64, "each event consumed once");
+    let got = tasks_of(&got);
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(by_id(&got), by_id(&expected));
+}
