@@ -140,8 +140,9 @@ impl SlaConfig {
 }
 
 /// Suggested dissuasion scripts by fraud type (`fraud_type_hint`), with a default.
+/// (Every key is a fraud type, so there are no unknown keys to deny.)
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ScriptsConfig {
     pub default: String,
     #[serde(flatten)]
@@ -256,10 +257,12 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-            path: path.to_owned(),
-            message: with_line(&text, &e),
-        })?;
+        let mut doc: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: with_line(&text, &e),
+                })?;
         for (var, value) in env {
             apply_env_override(&mut doc, &var, &value)?;
         }
@@ -442,7 +445,10 @@ mod tests {
         assert_eq!(cfg.grid.snap_distance_m, 500.0);
         assert!(cfg.kafka.is_embedded());
         assert_eq!(cfg.kafka.input_topic, "suspicious-calls");
-        assert_eq!(cfg.resolve(Path::new("rules.toml")), dir.path().join("rules.toml"));
+        assert_eq!(
+            cfg.resolve(Path::new("rules.toml")),
+            dir.path().join("rules.toml")
+        );
     }
 
     #[test]
@@ -454,7 +460,10 @@ mod tests {
             [
                 ("DISSUADE__KAFKA__BROKERS".into(), "kafka-1:9093".into()),
                 ("DISSUADE__KAFKA__PARTITIONS".into(), "12".into()),
-                ("DISSUADE__KAFKA__PROPERTIES__SECURITY.PROTOCOL".into(), "SASL_SSL".into()),
+                (
+                    "DISSUADE__KAFKA__PROPERTIES__SECURITY.PROTOCOL".into(),
+                    "SASL_SSL".into(),
+                ),
                 ("UNRELATED".into(), "x".into()),
             ],
         )
@@ -501,8 +510,14 @@ mod tests {
     #[test]
     fn scripts_fall_back_to_default() {
         let mut s = ScriptsConfig::default();
-        s.by_fraud_type.insert("investment".into(), "No real investment promises this.".into());
-        assert_eq!(s.for_fraud_type(Some("investment")), "No real investment promises this.");
+        s.by_fraud_type.insert(
+            "investment".into(),
+            "No real investment promises this.".into(),
+        );
+        assert_eq!(
+            s.for_fraud_type(Some("investment")),
+            "No real investment promises this."
+        );
         assert_eq!(s.for_fraud_type(Some("unknown")), s.default);
         assert_eq!(s.for_fraud_type(None), s.default);
     }

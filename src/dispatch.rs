@@ -44,6 +44,9 @@ pub struct Dispatcher {
     not_remembered: AtomicU64,
 }
 
+/// The partition of entries restored from the task topic.
+const RESTORED: i32 = -1;
+
 /// Hashes a callee number to the key the dispatcher stores.
 pub fn callee_key(number: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(number.as_bytes())
@@ -107,12 +110,36 @@ impl Dispatcher {
         Decision::New
     }
 
+    /// Records a task read back from the task topic as open (see `kafka::recover`). The
+    /// latest task per callee wins; its input partition is unknown, so only expiry drops it.
+    pub fn restore(&self, callee: u64, level: Level, at_ms: i64, task_id: TaskId) {
+        self.watermark_ms.fetch_max(at_ms, Ordering::Relaxed);
+        let restored = OpenTask {
+            task_id,
+            level,
+            opened_at_ms: at_ms,
+            partition: RESTORED,
+        };
+        self.open
+            .entry(callee)
+            .and_modify(|t| {
+                if (at_ms, level) >= (t.opened_at_ms, t.level) {
+                    *t = restored;
+                }
+            })
+            .or_insert(restored);
+    }
+
     /// Forgets tasks whose window has passed, by event time. Returns how many were dropped.
+    ///
+    /// Entries are kept for a second window beyond their own: the watermark is the latest
+    /// event time over all partitions, and a partition lagging behind the others must still
+    /// find the tasks its callees opened.
     pub fn purge_expired(&self) -> usize {
         let watermark = self.watermark_ms.load(Ordering::Relaxed);
         let before = self.open.len();
         self.open
-            .retain(|_, t| watermark.saturating_sub(t.opened_at_ms) < self.window_ms);
+            .retain(|_, t| watermark.saturating_sub(t.opened_at_ms) < 2 * self.window_ms);
         before - self.open.len()
     }
 
@@ -207,13 +234,34 @@ mod tests {
     }
 
     #[test]
-    fn purge_drops_only_expired_entries() {
+    fn purge_keeps_entries_a_lagging_partition_may_still_need() {
         let d = dispatcher();
         d.decide(1, Level::High, 0, id(1), 0);
         d.decide(2, Level::High, 20 * MIN, id(2), 0);
-        d.decide(3, Level::High, 35 * MIN, id(3), 0);
+        d.decide(3, Level::High, 35 * MIN, id(3), 1);
+        assert_eq!(d.purge_expired(), 0, "within two windows of the watermark");
+        // Partition 0 lags: its callee 1 calls again 25 min after its task, still suppressed.
+        assert_eq!(
+            d.decide(1, Level::High, 25 * MIN, id(4), 0),
+            Decision::Suppressed { open: id(1) }
+        );
+        d.decide(4, Level::High, 61 * MIN, id(5), 1);
         assert_eq!(d.purge_expired(), 1);
-        assert_eq!(d.open_count(), 2);
+        assert_eq!(d.open_count(), 3);
+    }
+
+    #[test]
+    fn restored_tasks_suppress_and_the_latest_wins() {
+        let d = dispatcher();
+        d.restore(1, Level::Medium, 0, id(1));
+        d.restore(1, Level::High, 5 * MIN, id(2));
+        d.restore(1, Level::Critical, 2 * MIN, id(3));
+        assert_eq!(
+            d.decide(1, Level::High, 10 * MIN, id(4), 0),
+            Decision::Suppressed { open: id(2) }
+        );
+        // Restored entries belong to no partition: revocations do not drop them.
+        assert_eq!(d.drop_partitions(&[0, 1, 2]), 0);
     }
 
     #[test]
@@ -225,7 +273,7 @@ mod tests {
         assert_eq!(d.open_count(), 2);
         assert_eq!(d.not_remembered(), 1);
         // Once the old entries expire there is room again.
-        assert_eq!(d.decide(4, Level::High, 31 * MIN, id(4), 0), Decision::New);
+        assert_eq!(d.decide(4, Level::High, 61 * MIN, id(4), 0), Decision::New);
         assert_eq!(d.open_count(), 1);
     }
 

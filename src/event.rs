@@ -79,7 +79,9 @@ impl CallerFlags {
     }
 
     pub fn iter(self) -> impl Iterator<Item = CallerFlag> {
-        CallerFlag::ALL.into_iter().filter(move |f| self.contains(*f))
+        CallerFlag::ALL
+            .into_iter()
+            .filter(move |f| self.contains(*f))
     }
 }
 
@@ -387,7 +389,9 @@ mod tests {
 
     #[test]
     fn missing_required_field_is_named() {
-        let err = decode_err(r#"{"event_id":"e","occurred_at":1,"caller_number":"1","call_duration_s":1}"#);
+        let err = decode_err(
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","call_duration_s":1}"#,
+        );
         assert_eq!(
             err,
             EventError::MissingField {

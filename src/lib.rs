@@ -6,17 +6,17 @@
 //! keeps one open task per person, and [`task`] encodes the dissuasion task for the officer.
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
 //! the command line, the tests and the benchmarks all drive the same code.
-pub mod event;
-pub mod privacy;
-pub mod rules;
-pub mod grid;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
-pub mod task;
-pub mod pipeline;
-pub mod metrics;
+pub mod event;
+pub mod grid;
 pub mod http;
 pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod privacy;
+pub mod rules;
 pub mod service;
 pub mod synth;
-pub mod cli;
+pub mod task;

@@ -3,11 +3,16 @@
 //! Hot-path counters are resolved to plain handles once at start-up (per rule, per level and
 //! match kind, per dead-letter reason), so counting an event is an atomic add, never a label
 //! lookup. Every label set is bounded by configuration; no label carries a phone number.
+//! Names follow the Prometheus conventions (`_total` counters, base units, `promtool check
+//! metrics` clean); `docs/metrics.md` lists every one.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram as Hdr;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -32,7 +37,11 @@ const LATENCY_BUCKETS: [f64; 22] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-const QUANTILES: [(&str, f64); 3] = [("0.5", 0.5), ("0.99", 0.99), ("0.999", 0.999)];
+/// The quantiles of the end-to-end HdrHistogram, exposed as a summary.
+const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
+
+/// End-to-end latencies in microseconds, from 1 µs to an hour, 3 significant digits.
+type SharedHdr = Arc<Mutex<Hdr<u64>>>;
 
 pub struct Metrics {
     registry: Registry,
@@ -55,8 +64,7 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     stage_seconds: Vec<Histogram>,
     e2e_seconds: Histogram,
-    e2e_quantiles: IntGaugeVec,
-    e2e_hdr: Mutex<Hdr<u64>>,
+    e2e_hdr: SharedHdr,
 }
 
 impl Metrics {
@@ -65,22 +73,30 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
 
@@ -132,6 +148,13 @@ impl Metrics {
             .register(Box::new(e2e_seconds.clone()))
             .expect("unique metric");
 
+        gauge_vec(
+            "dissuade_build_info",
+            "The running build: always 1, labelled with the crate version.",
+            &["version"],
+        )
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
         let rules_info = gauge_vec(
             "dissuade_rules_info",
             "The loaded rule set: always 1, labelled with its name and content version.",
@@ -142,8 +165,34 @@ impl Metrics {
             .set(1);
         gauge("dissuade_rules_loaded", "Rules in the loaded rule set.")
             .set(rules.rules().len() as i64);
-        gauge("dissuade_grid_cells_loaded", "Police grid cells in the loaded map.")
-            .set(grid_cells as i64);
+        gauge(
+            "dissuade_grid_cells_loaded",
+            "Police grid cells in the loaded map.",
+        )
+        .set(grid_cells as i64);
+
+        let e2e_hdr: SharedHdr = Arc::new(Mutex::new(
+            Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
+        ));
+        registry
+            .register(Box::new(HdrSummary::new(
+                "dissuade_end_to_end_latency_quantile_seconds",
+                "End-to-end latency quantiles (0.5, 0.99, 0.999) from an HdrHistogram over the \
+                 whole run; _sum and _count as in dissuade_end_to_end_latency_seconds.",
+                e2e_hdr.clone(),
+                e2e_seconds.clone(),
+            )))
+            .expect("unique metric");
+
+        let commits = counter_vec(
+            "dissuade_offset_commits_total",
+            "Input offset commits by result: ok counts synchronous commits (on revocation and \
+             shutdown), error every failed commit, periodic asynchronous ones included.",
+            &["result"],
+        );
+        for result in ["ok", "error"] {
+            commits.with_label_values(&[result]);
+        }
 
         Metrics {
             events_consumed,
@@ -181,13 +230,9 @@ impl Metrics {
                 "dissuade_delivery_failures_total",
                 "Tasks or dead letters the broker did not accept after retries.",
             ),
-            commits: counter_vec(
-                "dissuade_offset_commits_total",
-                "Input offset commits, by result.",
-                &["result"],
-            ),
+            commits,
             consumer_lag: gauge_vec(
-                "dissuade_consumer_lag",
+                "dissuade_consumer_lag_records",
                 "Records in the input topic not yet consumed, per assigned partition.",
                 &["partition"],
             ),
@@ -208,12 +253,7 @@ impl Metrics {
                 .map(|s| stage_vec.with_label_values(&[s.as_str()]))
                 .collect(),
             e2e_seconds,
-            e2e_quantiles: gauge_vec(
-                "dissuade_end_to_end_latency_quantile_microseconds",
-                "End-to-end latency quantiles from an HdrHistogram over the whole run.",
-                &["quantile"],
-            ),
-            e2e_hdr: Mutex::new(Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")),
+            e2e_hdr,
             registry,
         }
     }
@@ -269,10 +309,7 @@ impl Metrics {
     /// The end-to-end quantiles in microseconds (p50, p99, p999) and the sample count.
     pub fn end_to_end_quantiles(&self) -> ([u64; 3], u64) {
         let h = self.e2e_hdr.lock().expect("histogram lock");
-        (
-            QUANTILES.map(|(_, q)| h.value_at_quantile(q)),
-            h.len(),
-        )
+        (QUANTILES.map(|q| h.value_at_quantile(q)), h.len())
     }
 
     /// Sum of a counter family's values, for the demo's live summary.
@@ -296,7 +333,7 @@ impl Metrics {
     pub fn total_lag(&self) -> i64 {
         let mut total = 0;
         for family in self.registry.gather() {
-            if family.name() == "dissuade_consumer_lag" {
+            if family.name() == "dissuade_consumer_lag_records" {
                 total += family
                     .get_metric()
                     .iter()
@@ -307,16 +344,161 @@ impl Metrics {
         total
     }
 
-    /// The text exposition format, with the HdrHistogram quantiles refreshed.
+    /// The text exposition format (the HdrHistogram quantiles are read at each scrape).
     pub fn render(&self) -> String {
-        let (values, _) = self.end_to_end_quantiles();
-        for ((label, _), v) in QUANTILES.iter().zip(values) {
-            self.e2e_quantiles.with_label_values(&[label]).set(v as i64);
-        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding never fails");
         String::from_utf8(out).expect("exposition format is UTF-8")
+    }
+}
+
+/// The end-to-end HdrHistogram as a Prometheus summary: exact quantiles over the whole run,
+/// which the bucketed histogram can only approximate. `_sum` and `_count` come from that
+/// histogram, which records the same observations.
+struct HdrSummary {
+    desc: Desc,
+    hdr: SharedHdr,
+    histogram: Histogram,
+}
+
+impl HdrSummary {
+    fn new(name: &str, help: &str, hdr: SharedHdr, histogram: Histogram) -> HdrSummary {
+        let desc =
+            Desc::new(name.into(), help.into(), Vec::new(), HashMap::new()).expect("valid metric");
+        HdrSummary {
+            desc,
+            hdr,
+            histogram,
+        }
+    }
+}
+
+impl Collector for HdrSummary {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let values = {
+            let h = self.hdr.lock().expect("histogram lock");
+            // No observation yet: NaN, as client libraries report an empty summary.
+            QUANTILES.map(|q| {
+                if h.is_empty() {
+                    f64::NAN
+                } else {
+                    h.value_at_quantile(q) as f64 / 1e6
+                }
+            })
+        };
+        let mut summary = proto::Summary::default();
+        summary.set_sample_count(self.histogram.get_sample_count());
+        summary.set_sample_sum(self.histogram.get_sample_sum());
+        summary.set_quantile(
+            QUANTILES
+                .iter()
+                .zip(values)
+                .map(|(&q, v)| {
+                    let mut quantile = proto::Quantile::default();
+                    quantile.set_quantile(q);
+                    quantile.set_value(v);
+                    quantile
+                })
+                .collect(),
+        );
+        let mut metric = proto::Metric::default();
+        metric.set_summary(summary);
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(vec![metric]);
+        vec![family]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        let rules = RuleSet::from_toml_str(
+            r#"
+            [levels]
+            low = 20
+            medium = 40
+            high = 60
+            critical = 90
+
+            [[rule]]
+            id = "voip_caller"
+            description = "d"
+            reason = "r"
+            score = 20
+            when = "caller_flags has voip"
+            "#,
+            "test",
+        )
+        .unwrap();
+        Metrics::new(&rules, 7)
+    }
+
+    #[test]
+    fn end_to_end_quantiles_are_a_summary_in_seconds() {
+        let m = metrics();
+        let text = m.render();
+        assert!(text.contains("# TYPE dissuade_end_to_end_latency_quantile_seconds summary\n"));
+        assert!(
+            text.contains("dissuade_end_to_end_latency_quantile_seconds{quantile=\"0.99\"} NaN\n")
+        );
+        assert!(text.contains("dissuade_end_to_end_latency_quantile_seconds_count 0\n"));
+
+        m.observe_end_to_end(1500);
+        m.observe_end_to_end(1500);
+        let text = m.render();
+        for q in ["0.5", "0.99", "0.999"] {
+            let line = format!(
+                "dissuade_end_to_end_latency_quantile_seconds{{quantile=\"{q}\"}} 0.0015\n"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("dissuade_end_to_end_latency_quantile_seconds_sum 0.003\n"));
+        assert!(text.contains("dissuade_end_to_end_latency_quantile_seconds_count 2\n"));
+        assert!(text.contains("dissuade_end_to_end_latency_seconds_count 2\n"));
+        assert_eq!(m.end_to_end_quantiles(), ([1500, 1500, 1500], 2));
+    }
+
+    #[test]
+    fn known_label_sets_are_exposed_at_zero_from_the_start() {
+        let text = metrics().render();
+        for line in [
+            "dissuade_offset_commits_total{result=\"ok\"} 0\n",
+            "dissuade_offset_commits_total{result=\"error\"} 0\n",
+            "dissuade_dead_letters_total{reason=\"empty_record\"} 0\n",
+            "dissuade_tasks_total{level=\"critical\",match=\"unmatched\"} 0\n",
+            "dissuade_rule_hits_total{rule=\"voip_caller\"} 0\n",
+            "dissuade_events_total{outcome=\"suppressed\"} 0\n",
+            "dissuade_grid_cells_loaded 7\n",
+            "dissuade_rules_loaded 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "dissuade_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(!text.contains("microseconds"));
+    }
+
+    #[test]
+    fn total_lag_sums_the_partitions() {
+        let m = metrics();
+        m.consumer_lag.with_label_values(&["0"]).set(5);
+        m.consumer_lag.with_label_values(&["3"]).set(7);
+        assert_eq!(m.total_lag(), 12);
+        assert!(m
+            .render()
+            .contains("dissuade_consumer_lag_records{partition=\"3\"} 7\n"));
     }
 }

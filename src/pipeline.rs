@@ -197,10 +197,21 @@ impl Pipeline {
         &self.dispatcher
     }
 
+    /// The suppression window: one open task per person within it.
+    pub fn dispatch_window(&self) -> std::time::Duration {
+        self.dispatch.suppression_window
+    }
+
     /// Runs one record through the pipeline. A task, if any, is appended to `out` as JSON.
     /// `partition` is the input partition (for per-partition state); `now_ms` stamps
     /// `created_at`.
-    pub fn process(&self, payload: &[u8], partition: i32, now_ms: i64, out: &mut Vec<u8>) -> Outcome {
+    pub fn process(
+        &self,
+        payload: &[u8],
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         self.process_timed(payload, partition, now_ms, out, &mut NoTimer)
     }
 
@@ -272,12 +283,15 @@ impl Pipeline {
         let task = Task {
             task_id,
             event_id: &event.event_id,
-            kind: if upgrade_of.is_some() { "upgrade" } else { "new" },
+            kind: if upgrade_of.is_some() {
+                "upgrade"
+            } else {
+                "new"
+            },
             upgrade_of,
             created_at: now_ms,
             occurred_at: event.occurred_at_ms,
-            deadline: event.occurred_at_ms
-                + self.dispatch.sla.for_level(level).as_millis() as i64,
+            deadline: event.occurred_at_ms + self.dispatch.sla.for_level(level).as_millis() as i64,
             level,
             score: total,
             reasons: fired
@@ -300,7 +314,9 @@ impl Pipeline {
             assignee,
             also_notify,
             fraud_type: event.fraud_type_hint.as_deref(),
-            script: self.scripts.for_fraud_type(event.fraud_type_hint.as_deref()),
+            script: self
+                .scripts
+                .for_fraud_type(event.fraud_type_hint.as_deref()),
             rules_version: self.rules.version(),
         };
         task.encode_into(out);

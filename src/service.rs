@@ -57,7 +57,10 @@ impl Service {
         let pipeline = Arc::new(pipeline);
         let health = Arc::new(Health::default());
         health.config_loaded.store(true, Ordering::Relaxed);
-        let metrics = Arc::new(Metrics::new(pipeline.rules(), pipeline.grid().cells().len()));
+        let metrics = Arc::new(Metrics::new(
+            pipeline.rules(),
+            pipeline.grid().cells().len(),
+        ));
         let k = &config.kafka;
 
         #[cfg(feature = "embedded-broker")]
@@ -77,7 +80,12 @@ impl Service {
         };
 
         if create_topics || k.is_embedded() {
-            ensure_topics(k, &bootstrap, &[&k.input_topic, &k.task_topic, &k.dlq_topic]).await?;
+            ensure_topics(
+                k,
+                &bootstrap,
+                &[&k.input_topic, &k.task_topic, &k.dlq_topic],
+            )
+            .await?;
         }
         let metrics_addr = if config.metrics.listen.is_empty() {
             None

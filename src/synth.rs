@@ -185,11 +185,23 @@ impl Synth {
         };
         self.caller.clear();
         let _ = if flags.contains(&"overseas") {
-            write!(self.caller, "+63{:09}", self.rng.random_range(0..1_000_000_000u64))
+            write!(
+                self.caller,
+                "+63{:09}",
+                self.rng.random_range(0..1_000_000_000u64)
+            )
         } else if flags.contains(&"voip") {
-            write!(self.caller, "170{:08}", self.rng.random_range(0..100_000_000u64))
+            write!(
+                self.caller,
+                "170{:08}",
+                self.rng.random_range(0..100_000_000u64)
+            )
         } else {
-            write!(self.caller, "022{:08}", self.rng.random_range(0..100_000_000u64))
+            write!(
+                self.caller,
+                "022{:08}",
+                self.rng.random_range(0..100_000_000u64)
+            )
         };
         let v = &self.victims[victim_idx];
         let event = OutEvent {
@@ -221,10 +233,20 @@ impl Synth {
     #[allow(clippy::type_complexity)]
     fn risky_profile(
         &mut self,
-    ) -> (&'static [&'static str], u32, Option<bool>, Option<&'static str>) {
+    ) -> (
+        &'static [&'static str],
+        u32,
+        Option<bool>,
+        Option<&'static str>,
+    ) {
         let r = &mut self.rng;
         match r.random_range(0..100u32) {
-            0..=9 => (&["blacklisted"], r.random_range(30..900), None, Some("other")),
+            0..=9 => (
+                &["blacklisted"],
+                r.random_range(30..900),
+                None,
+                Some("other"),
+            ),
             10..=24 => (
                 &["spoofed_official", "overseas"],
                 r.random_range(300..2400),
@@ -248,7 +270,11 @@ impl Synth {
                 &["voip"],
                 r.random_range(600..3600),
                 None,
-                Some(if r.random::<bool>() { "investment" } else { "romance" }),
+                Some(if r.random::<bool>() {
+                    "investment"
+                } else {
+                    "romance"
+                }),
             ),
             _ => (
                 &["new_sim", "high_frequency"],
@@ -338,7 +364,12 @@ mod tests {
         }
         assert_eq!(
             kinds.into_iter().collect::<Vec<_>>(),
-            ["malformed", "missing_field", "invalid_field", "out_of_range"]
+            [
+                "malformed",
+                "missing_field",
+                "invalid_field",
+                "out_of_range"
+            ]
         );
     }
 }

@@ -21,6 +21,13 @@ impl TaskId {
     pub fn for_event(event_id: &str) -> TaskId {
         TaskId(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()).to_be_bytes())
     }
+
+    /// Parses the 32-hex-digit form that tasks carry.
+    pub fn parse(hex_id: &str) -> Option<TaskId> {
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(hex_id, &mut bytes).ok()?;
+        Some(TaskId(bytes))
+    }
 }
 
 impl fmt::Display for TaskId {
@@ -95,7 +102,9 @@ pub enum Assignee<'a> {
     Officer(&'a Officer),
     /// The station's duty desk (grid has no community officer) or the fallback desk
     /// (no grid matched).
-    DutyDesk { desk_id: &'a str },
+    DutyDesk {
+        desk_id: &'a str,
+    },
 }
 
 impl Assignee<'_> {
@@ -227,7 +236,10 @@ mod tests {
     fn task_id_is_deterministic_and_distinct() {
         assert_eq!(TaskId::for_event("e-1"), TaskId::for_event("e-1"));
         assert_ne!(TaskId::for_event("e-1"), TaskId::for_event("e-2"));
-        assert_eq!(TaskId::for_event("e-1").to_string().len(), 32);
+        let id = TaskId::for_event("e-1");
+        assert_eq!(id.to_string().len(), 32);
+        assert_eq!(TaskId::parse(&id.to_string()), Some(id));
+        assert_eq!(TaskId::parse("not hex"), None);
     }
 
     #[test]

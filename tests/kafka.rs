@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
@@ -17,7 +17,35 @@ use rdkafka::message::{Headers, Message};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn by_id(tasks: &[TaskSummary]) -> BTreeMap<String, TaskSummary> {
-    tasks.iter().map(|t| (t.task_id.clone(), t.clone())).collect()
+    tasks
+        .iter()
+        .map(|t| (t.task_id.clone(), t.clone()))
+        .collect()
+}
+
+/// Asserts the two task sets are equal by id and content, reporting counts and a few
+/// examples rather than thousands of ids.
+fn assert_same_tasks(got: &[TaskSummary], expected: &[TaskSummary]) {
+    let (got, want) = (by_id(got), by_id(expected));
+    let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(k, t)| got.get(*k).is_some_and(|g| g != *t))
+        .map(|(k, t)| (t.clone(), got[k].clone()))
+        .take(3)
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && differ.is_empty(),
+        "{} expected, {} got: {} missing (e.g. {:?}), {} unexpected (e.g. {:?}), differing: {:#?}",
+        want.len(),
+        got.len(),
+        missing.len(),
+        missing.iter().take(3).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(3).collect::<Vec<_>>(),
+        differ
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,13 +61,22 @@ async fn every_event_yields_exactly_the_expected_tasks() {
 
     let p = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
-    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    let got = consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        expected.len(),
+        WAIT,
+    );
     assert!(p.wait_consumed(events.len() as u64, WAIT));
     p.stop();
 
     let got_tasks = tasks_of(&got);
-    assert_eq!(got_tasks.len(), expected.len(), "no task lost, none duplicated");
-    assert_eq!(by_id(&got_tasks), by_id(&expected));
+    assert_eq!(
+        got_tasks.len(),
+        expected.len(),
+        "no task lost, none duplicated"
+    );
+    assert_same_tasks(&got_tasks, &expected);
     // Keyed by assignee: each officer's tasks on one partition.
     for m in &got {
         let task: TaskSummary = serde_json::from_slice(m.payload().unwrap()).unwrap();
@@ -72,7 +109,12 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers() {
     let p = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &records).await;
     let dead = consume(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 3, WAIT);
-    let tasks = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    let tasks = consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        expected.len(),
+        WAIT,
+    );
     assert!(p.wait_consumed(records.len() as u64, WAIT));
     assert_eq!(p.metrics.dead_letters(), 3);
     p.stop();
@@ -91,7 +133,12 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers() {
             .headers()
             .expect("headers")
             .iter()
-            .map(|h| (h.key, String::from_utf8_lossy(h.value.unwrap()).into_owned()))
+            .map(|h| {
+                (
+                    h.key,
+                    String::from_utf8_lossy(h.value.unwrap()).into_owned(),
+                )
+            })
             .collect();
         assert_eq!(headers[HEADER_ERROR_KIND], kind);
         assert_eq!(headers.get(HEADER_ERROR_FIELD).map(String::as_str), field);
@@ -101,7 +148,7 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers() {
         assert_eq!(headers[HEADER_SOURCE_OFFSET], offset.to_string());
     }
     // The consumer kept going after the bad records.
-    assert_eq!(by_id(&tasks_of(&tasks)), by_id(&expected));
+    assert_same_tasks(&tasks_of(&tasks), &expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,15 +167,22 @@ async fn a_restart_mid_stream_loses_no_task() {
 
     let second = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events[2000..]).await;
-    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
+    let got = consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        expected.len(),
+        WAIT,
+    );
     second.stop();
 
     let got = tasks_of(&got);
-    let ids: BTreeSet<_> = got.iter().map(|t| t.task_id.clone()).collect();
-    let want: BTreeSet<_> = expected.iter().map(|t| t.task_id.clone()).collect();
-    assert_eq!(ids, want, "every task present after the restart");
+    assert_same_tasks(&got, &expected);
     // A graceful stop commits everything it delivered: nothing is redelivered.
-    assert_eq!(got.len(), expected.len(), "no duplicates after a graceful restart");
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "no duplicates after a graceful restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,8 +205,16 @@ async fn two_processors_split_the_partitions_and_emit_each_task_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
-    let got = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, expected.len(), WAIT);
-    let (ca, cb) = (a.metrics.events_consumed.get(), b.metrics.events_consumed.get());
+    let got = consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        expected.len(),
+        WAIT,
+    );
+    let (ca, cb) = (
+        a.metrics.events_consumed.get(),
+        b.metrics.events_consumed.get(),
+    );
     a.stop();
     b.stop();
 
@@ -160,5 +222,5 @@ async fn two_processors_split_the_partitions_and_emit_each_task_once() {
     assert_eq!(ca + cb, events.len() as u64, "each event consumed once");
     let got = tasks_of(&got);
     assert_eq!(got.len(), expected.len());
-    assert_eq!(by_id(&got), by_id(&expected));
+    assert_same_tasks(&got, &expected);
 }

@@ -28,7 +28,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     );
     println!("levels      {t}");
     println!(
-        "grid        {} cells, {} stations, {} officers; {} cells with no community officer \
+        "grid        {} cells, {} stations, {} roster entries; {} cells with no community officer \
          (their station's duty desk takes their tasks)",
         grid.cells().len(),
         grid.stations().len(),
@@ -61,7 +61,11 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             "repaired    {} invalid polygons (set grid.strict = true to reject them instead):",
             warnings.len()
         );
-        let shown = if args.all_warnings { warnings.len() } else { 10 };
+        let shown = if args.all_warnings {
+            warnings.len()
+        } else {
+            10
+        };
         for w in warnings.iter().take(shown) {
             println!("  - {w}");
         }

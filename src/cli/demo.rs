@@ -162,7 +162,10 @@ fn summary_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
 fn print_totals(m: &Metrics, sent: Option<u64>) {
     let [_, low, medium, high, critical] = m.tasks_by_level();
     let ([p50, p99, p999], _) = m.end_to_end_quantiles();
-    println!("events sent        {}", sent.map_or("?".into(), |s| s.to_string()));
+    println!(
+        "events sent        {}",
+        sent.map_or("?".into(), |s| s.to_string())
+    );
     println!("events consumed    {}", m.events_consumed.get());
     println!(
         "tasks              {} (critical {critical}, high {high}, medium {medium}, low {low}), {} upgrades",

@@ -55,7 +55,9 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         },
     );
     let opts = GenerateOptions {
-        topic: args.topic.unwrap_or_else(|| config.kafka.input_topic.clone()),
+        topic: args
+            .topic
+            .unwrap_or_else(|| config.kafka.input_topic.clone()),
         events: Some(args.events),
         rate: args.rate,
         duration: args.duration,

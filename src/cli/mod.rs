@@ -18,8 +18,12 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, DEFAULT_PATH};
 
 #[derive(Debug, Parser)]
-#[command(name = "dissuade", version, about = "Anti-fraud early warning: score suspicious calls, \
-    find the police grid, dispatch point-to-point dissuasion tasks")]
+#[command(
+    name = "dissuade",
+    version,
+    about = "Anti-fraud early warning: score suspicious calls, \
+    find the police grid, dispatch point-to-point dissuasion tasks"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = DEFAULT_PATH, env = "DISSUADE_CONFIG")]

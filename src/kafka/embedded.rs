@@ -78,5 +78,7 @@ impl Drop for EmbeddedBroker {
 fn free_port() -> Result<u16, KafkaSetupError> {
     let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| KafkaSetupError::Embedded(format!("finding a free port: {e}")))?;
-    Ok(l.local_addr().map_err(|e| KafkaSetupError::Embedded(e.to_string()))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?
+        .port())
 }

@@ -10,6 +10,7 @@ pub mod embedded;
 pub mod generate;
 pub mod offsets;
 pub mod processor;
+pub mod recover;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -59,7 +60,10 @@ pub fn producer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("acks", "all")
-        .set("queue.buffering.max.messages", cfg.max_in_flight.to_string())
+        .set(
+            "queue.buffering.max.messages",
+            cfg.max_in_flight.to_string(),
+        )
         .set("batch.num.messages", "10000");
     overlay(&mut c, &cfg.properties);
     overlay(&mut c, &cfg.producer_properties);
@@ -81,8 +85,7 @@ pub async fn ensure_topics(
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     overlay(&mut c, &cfg.properties);
-    let admin: AdminClient<DefaultClientContext> =
-        c.create().map_err(KafkaSetupError::Client)?;
+    let admin: AdminClient<DefaultClientContext> = c.create().map_err(KafkaSetupError::Client)?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))

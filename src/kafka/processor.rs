@@ -86,7 +86,10 @@ impl ProducerContext for DeliveryContext {
         self.metrics.in_flight.dec();
         match result {
             Ok(_) => {
-                d.offsets.lock().expect("offsets lock").acknowledged(d.offset);
+                d.offsets
+                    .lock()
+                    .expect("offsets lock")
+                    .acknowledged(d.offset);
                 if let Some(at) = d.occurred_at_ms {
                     self.metrics.tasks_delivered.inc();
                     let now_us = chrono::Utc::now().timestamp_micros();
@@ -97,8 +100,10 @@ impl ProducerContext for DeliveryContext {
             Err((e, _)) => {
                 d.offsets.lock().expect("offsets lock").failed(d.offset);
                 self.metrics.delivery_failures.inc();
-                self.fatal
-                    .set(format!("the broker did not accept an output of offset {}: {e}", d.offset));
+                self.fatal.set(format!(
+                    "the broker did not accept an output of offset {}: {e}",
+                    d.offset
+                ));
             }
         }
     }
@@ -163,7 +168,12 @@ impl Shared {
         tpl
     }
 
-    fn commit(&self, consumer: &BaseConsumer<ConsumerCtx>, tpl: &TopicPartitionList, mode: CommitMode) {
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        tpl: &TopicPartitionList,
+        mode: CommitMode,
+    ) {
         if tpl.count() == 0 {
             return;
         }
@@ -207,7 +217,10 @@ impl ClientContext for ConsumerCtx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.shared.health.broker_reachable.store(false, Ordering::Relaxed);
+            self.shared
+                .health
+                .broker_reachable
+                .store(false, Ordering::Relaxed);
         }
         warn!(error = %error, reason, "kafka client error");
     }
@@ -225,17 +238,24 @@ impl ConsumerContext for ConsumerCtx {
             .map(|e| e.partition())
             .collect();
         if !s.drain() {
-            warn!("revocation: outputs not all delivered in time; their records will be redelivered");
+            warn!(
+                "revocation: outputs not all delivered in time; their records will be redelivered"
+            );
         }
         let offsets = s.committable(Some(&revoked));
         s.commit(consumer, &offsets, CommitMode::Sync);
         let mut trackers = s.trackers.lock().expect("trackers lock");
         for p in &revoked {
             trackers.remove(p);
-            let _ = s.metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
+            let _ = s
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[&p.to_string()]);
         }
         s.metrics.assigned_partitions.set(trackers.len() as i64);
-        s.health.partitions_assigned.store(trackers.len(), Ordering::Relaxed);
+        s.health
+            .partitions_assigned
+            .store(trackers.len(), Ordering::Relaxed);
         drop(trackers);
         s.revoked.lock().expect("revoked lock").extend(&revoked);
         s.generation.fetch_add(1, Ordering::Release);
@@ -256,11 +276,17 @@ impl ConsumerContext for ConsumerCtx {
                     trackers.insert(*p, Tracker::default());
                 }
                 s.metrics.assigned_partitions.set(trackers.len() as i64);
-                s.health.partitions_assigned.store(trackers.len(), Ordering::Relaxed);
+                s.health
+                    .partitions_assigned
+                    .store(trackers.len(), Ordering::Relaxed);
                 drop(trackers);
                 let gone: Vec<i32> = {
                     let mut revoked = s.revoked.lock().expect("revoked lock");
-                    let gone = revoked.iter().filter(|p| !assigned.contains(p)).copied().collect();
+                    let gone = revoked
+                        .iter()
+                        .filter(|p| !assigned.contains(p))
+                        .copied()
+                        .collect();
                     revoked.clear();
                     gone
                 };
@@ -275,7 +301,11 @@ impl ConsumerContext for ConsumerCtx {
 
     fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
         let label = if result.is_ok() { "ok" } else { "error" };
-        self.shared.metrics.commits.with_label_values(&[label]).inc();
+        self.shared
+            .metrics
+            .commits
+            .with_label_values(&[label])
+            .inc();
     }
 }
 
@@ -339,6 +369,16 @@ pub fn spawn(
         drain_timeout: cfg.shutdown_timeout,
         fatal,
     });
+    let recovered = super::recover::recover_open_tasks(
+        &consumer_config(cfg, bootstrap),
+        &cfg.task_topic,
+        shared.pipeline.dispatch_window(),
+        shared.pipeline.dispatcher(),
+        cfg.shutdown_timeout,
+    );
+    if let Err(e) = recovered {
+        warn!(error = %e, "could not read open tasks back from the task topic; repeat calls may get a second task");
+    }
     let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, bootstrap)
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
@@ -443,7 +483,10 @@ fn poll_loop(
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             let dispatcher = shared.pipeline.dispatcher();
             dispatcher.purge_expired();
-            shared.metrics.open_tasks.set(dispatcher.open_count() as i64);
+            shared
+                .metrics
+                .open_tasks
+                .set(dispatcher.open_count() as i64);
             last_housekeeping = Instant::now();
         }
     }
@@ -523,11 +566,17 @@ fn process_record(shared: &Shared, r: &Record, buf: &mut Vec<u8>, timed: bool) {
                 )
                 .key(t.key.as_bytes())
                 .payload(buf.as_slice());
-                r.offsets.lock().expect("offsets lock").processed(r.offset, 1);
+                r.offsets
+                    .lock()
+                    .expect("offsets lock")
+                    .processed(r.offset, 1);
                 produce(shared, record);
             }
             Action::BelowThreshold | Action::Suppressed { .. } => {
-                r.offsets.lock().expect("offsets lock").processed(r.offset, 0);
+                r.offsets
+                    .lock()
+                    .expect("offsets lock")
+                    .processed(r.offset, 0);
             }
         },
     }
@@ -577,7 +626,10 @@ fn dead_letter(shared: &Shared, r: &Record, kind: &str, field: Option<&str>, mes
     if let Some(k) = r.key.as_deref() {
         record = record.key(k);
     }
-    r.offsets.lock().expect("offsets lock").processed(r.offset, 1);
+    r.offsets
+        .lock()
+        .expect("offsets lock")
+        .processed(r.offset, 1);
     produce(shared, record);
 }
 

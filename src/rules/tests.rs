@@ -119,7 +119,10 @@ fn levels_at_exact_threshold_boundaries() {
     for (score, level) in cases {
         assert_eq!(t.level_for(score), level, "score {score}");
     }
-    assert_eq!(t.to_string(), "low >= 20, medium >= 40, high >= 60, critical >= 90");
+    assert_eq!(
+        t.to_string(),
+        "low >= 20, medium >= 40, high >= 60, critical >= 90"
+    );
     assert_eq!(t.min_score(Level::None), None);
     assert_eq!(t.min_score(Level::High), Some(60));
     assert_eq!(Thresholds::new(0, 40, 60, 90), None);

@@ -48,15 +48,30 @@ pub fn sample_config(bootstrap: &str, partitions: i32) -> Config {
     Config::load_with_env(&path, env).expect("sample config loads")
 }
 
+/// Logs to the test output, filtered by `RUST_LOG` (off by default).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 pub async fn start_broker() -> EmbeddedBroker {
-    EmbeddedBroker::start(0).await.expect("embedded broker starts")
+    init_logging();
+    EmbeddedBroker::start(0)
+        .await
+        .expect("embedded broker starts")
 }
 
 pub async fn create_topics(cfg: &Config) {
     let k = &cfg.kafka;
-    dissuade::kafka::ensure_topics(k, &k.brokers, &[&k.input_topic, &k.task_topic, &k.dlq_topic])
-        .await
-        .expect("topics created");
+    dissuade::kafka::ensure_topics(
+        k,
+        &k.brokers,
+        &[&k.input_topic, &k.task_topic, &k.dlq_topic],
+    )
+    .await
+    .expect("topics created");
 }
 
 /// Produces `records` (key, payload) and waits for every delivery.
@@ -69,7 +84,11 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]
     let futures: Vec<_> = records
         .iter()
         .map(|(k, v)| {
-            producer.send_result(FutureRecord::to(topic).key(k.as_str()).payload(v.as_slice()))
+            producer.send_result(
+                FutureRecord::to(topic)
+                    .key(k.as_str())
+                    .payload(v.as_slice()),
+            )
         })
         .collect::<Result<_, _>>()
         .map_err(|(e, _)| e)
@@ -147,7 +166,10 @@ pub struct RunningProcessor {
 impl RunningProcessor {
     pub fn start(cfg: &Config) -> RunningProcessor {
         let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
-        let metrics = Arc::new(Metrics::new(pipeline.rules(), pipeline.grid().cells().len()));
+        let metrics = Arc::new(Metrics::new(
+            pipeline.rules(),
+            pipeline.grid().cells().len(),
+        ));
         let health = Arc::new(Health::default());
         let shutdown = CancellationToken::new();
         let handle = processor::spawn(
