@@ -1,0 +1,348 @@
+//! Hand-written events through the shipped sample configuration (the Tianjin map and the
+//! sample rules): exact levels, grids and assignees, worked out by hand from
+//! config/rules.toml, config/grid/ and the dispatch settings.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use dissuade::config::Config;
+use dissuade::pipeline::{Action, Outcome, Pipeline};
+use dissuade::task::TaskId;
+
+const EVENTS: &str = include_str!("data/events.jsonl");
+
+fn config() -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
+    Config::load_with_env(&path, []).expect("sample config loads")
+}
+
+/// (event, kind, level, score, grid match, grid id, assignee id)
+type Expected = (
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    &'static str,
+    Option<&'static str>,
+    &'static str,
+);
+
+const EXPECTED_TASKS: [Expected; 9] = [
+    // spoofed official (60) + overseas (20) + 25-minute call to a 76-year-old (30)
+    (
+        "e01",
+        "new",
+        "critical",
+        110,
+        "inside",
+        Some("120101-01-006"),
+        "po-120101-01-006",
+    ),
+    // blacklisted alone (60)
+    (
+        "e02",
+        "new",
+        "high",
+        60,
+        "inside",
+        Some("120116-17-013"),
+        "po-120116-17-013",
+    ),
+    // spoofed bank (40) + payment link (30); located through base-station cell 460-00-1-1
+    (
+        "e05",
+        "new",
+        "high",
+        70,
+        "inside",
+        Some("120101-01-004"),
+        "po-120101-01-004",
+    ),
+    // no location at all: the fallback desk, never dropped
+    (
+        "e06",
+        "new",
+        "high",
+        60,
+        "unmatched",
+        None,
+        "tianjin-anti-fraud-centre-duty-desk",
+    ),
+    // 200 m outside the edge of Jinghai: snapped to the nearest cell
+    (
+        "e07",
+        "new",
+        "high",
+        60,
+        "snapped",
+        Some("120118-15-002"),
+        "po-120118-15-002",
+    ),
+    // Beijing, far outside the map
+    (
+        "e08",
+        "new",
+        "high",
+        60,
+        "unmatched",
+        None,
+        "tianjin-anti-fraud-centre-duty-desk",
+    ),
+    // a cell with no community officer: its station's duty desk
+    (
+        "e09",
+        "new",
+        "high",
+        60,
+        "inside",
+        Some("120102-02-003"),
+        "desk-120102-02",
+    ),
+    // same callee as e02 five minutes later at a higher level: an upgrade
+    (
+        "e11",
+        "upgrade",
+        "critical",
+        120,
+        "inside",
+        Some("120116-17-013"),
+        "po-120116-17-013",
+    ),
+    // same callee 35 minutes after the upgrade: the window has passed, a new task
+    (
+        "e12",
+        "new",
+        "high",
+        60,
+        "inside",
+        Some("120116-17-013"),
+        "po-120116-17-013",
+    ),
+];
+
+fn check_task(task: &serde_json::Value, expected: &Expected) {
+    let (event, kind, level, score, match_kind, grid_id, assignee) = *expected;
+    assert_eq!(task["event_id"], event);
+    assert_eq!(task["kind"], kind, "{event}");
+    assert_eq!(task["level"], level, "{event}");
+    assert_eq!(task["score"], score, "{event}");
+    assert_eq!(task["grid"]["match"], match_kind, "{event}");
+    assert_eq!(task["grid"]["grid_id"].as_str(), grid_id, "{event}");
+    assert_eq!(task["assignee"]["id"], assignee, "{event}");
+    assert_eq!(task["task_id"], TaskId::for_event(event).to_string());
+    assert!(task["rules_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+}
+
+#[test]
+fn sample_events_yield_the_hand_computed_tasks() {
+    let (pipeline, warnings) = Pipeline::load(&config()).unwrap();
+    assert!(
+        warnings.is_empty(),
+        "the shipped map is clean: {warnings:?}"
+    );
+    let mut tasks = Vec::new();
+    let (mut suppressed, mut below, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
+    let mut buf = Vec::new();
+    for line in EVENTS.lines() {
+        buf.clear();
+        match pipeline.process(line.as_bytes(), 0, 0, &mut buf) {
+            Outcome::Rejected(e) => rejected.push(e.to_string()),
+            Outcome::Scored(s) => match s.action {
+                Action::Task(_) => {
+                    tasks.push(serde_json::from_slice::<serde_json::Value>(&buf).unwrap())
+                }
+                Action::Suppressed { open } => suppressed.push(open),
+                Action::BelowThreshold => below.push(s.level),
+            },
+        }
+    }
+    assert_eq!(tasks.len(), EXPECTED_TASKS.len());
+    for (task, expected) in tasks.iter().zip(&EXPECTED_TASKS) {
+        check_task(task, expected);
+    }
+    // e10 repeats e01's callee at a lower level inside the window.
+    assert_eq!(suppressed, [TaskId::for_event("e01")]);
+    // e03 scores nothing, e04 (overseas alone) is low: counted, not dispatched.
+    assert_eq!(
+        below.iter().map(|l| l.as_str()).collect::<Vec<_>>(),
+        ["none", "low"]
+    );
+    assert_eq!(
+        rejected,
+        [
+            "missing required field `callee_number`",
+            "field `callee_location.lat` is out of range: 139.1 is not a latitude in [-90, 90]"
+        ]
+    );
+
+    let e01 = &tasks[0];
+    assert_eq!(
+        e01["deadline"], "2026-11-24T00:10:00.000Z",
+        "critical: 10 minutes"
+    );
+    assert_eq!(e01["victim"]["number"], "13800000001");
+    assert_eq!(e01["victim"]["location"]["source"], "event");
+    assert_eq!(e01["also_notify"].as_array().unwrap().len(), 2);
+    assert_eq!(e01["fraud_type"], "impersonate_police");
+    assert!(e01["script"].as_str().unwrap().contains("safe account"));
+    let reasons: Vec<_> = e01["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["rule_id"].as_str().unwrap(), r["score"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("impersonates_official", 60),
+            ("overseas_caller", 20),
+            ("long_call_to_elderly", 30)
+        ]
+    );
+    // The caller's number is masked in explanations.
+    assert!(!e01.to_string().contains("+85251234567"));
+    assert_eq!(tasks[2]["victim"]["location"]["source"], "cell_id");
+    assert_eq!(tasks[4]["grid"]["distance_m"], 200.4);
+    assert_eq!(tasks[7]["upgrade_of"], TaskId::for_event("e02").to_string());
+}
+
+#[test]
+fn score_command_prints_tasks_and_reports_bad_lines() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["score", "--now", "2026-11-24T08:45:00+08:00"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(EVENTS.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let tasks: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(tasks.len(), EXPECTED_TASKS.len());
+    for (task, expected) in tasks.iter().zip(&EXPECTED_TASKS) {
+        check_task(task, expected);
+        assert_eq!(task["created_at"], "2026-11-24T00:45:00.000Z");
+    }
+    assert!(
+        stderr.contains("line 13: missing required field `callee_number`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 14: field `callee_location.lat` is out of range"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("14 events in")
+            && stderr.contains(
+                "9 tasks (8 new, 1 upgrades), 1 suppressed, 2 below threshold, 2 rejected"
+            ),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("13800000"),
+        "no phone number on stderr: {stderr}"
+    );
+}
+
+#[test]
+fn check_command_summarises_the_sample_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("config/dissuade.toml: OK"), "{stdout}");
+    assert!(stdout.contains("13 rules"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "3332 cells, 270 stations, 10283 roster entries; 67 cells with no community officer"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("810 base-station cells"), "{stdout}");
+}
+
+#[test]
+fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let rules = std::fs::read_to_string(root.join("rules.toml"))
+        .unwrap()
+        .replacen("score = 60", "score = \"sixty\"", 1);
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    let config = std::fs::read_to_string(root.join("dissuade.toml"))
+        .unwrap()
+        .replace("\"grid/", &format!("\"{}/grid/", root.display()));
+    std::fs::write(dir.path().join("dissuade.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .args(["--config"])
+        .arg(dir.path().join("dissuade.toml"))
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("rules.toml"), "{stderr}");
+    assert!(
+        stderr.contains("blacklisted_caller") || stderr.contains("line"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn locate_jsonl_keeps_one_output_line_per_input_line() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["locate", "--jsonl"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"{\"lon\":117.21034,\"lat\":39.1325}\n{\"lon\":\"x\"}\n{\"lon\":116.745,\"lat\":38.826}\n{\"lon\":116.4,\"lat\":39.9}\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad line makes the exit code 2"
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["grid_id"], "120101-01-006");
+    assert_eq!(lines[0]["match"], "inside");
+    assert!(lines[1]["error"].is_string());
+    assert_eq!(lines[2]["grid_id"], "120118-15-002");
+    assert_eq!(lines[2]["match"], "snapped");
+    assert_eq!(lines[3]["match"], "unmatched");
+    assert!(String::from_utf8(out.stderr).unwrap().contains("line 2:"));
+}
