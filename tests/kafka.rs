@@ -1,3 +1,4 @@
+#![cfg(feature = "embedded-broker")]
 //! The service against a real Kafka protocol implementation: the embedded broker, real
 //! rdkafka producers and consumers, the shipped sample city.
 

@@ -1,6 +1,7 @@
 //! Command-line glue: argument parsing and one function per subcommand. Errors get their
 //! context here (`anyhow`); the library below returns typed errors.
 
+mod bench;
 mod check;
 mod demo;
 mod gen_grid;
@@ -48,6 +49,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Write synthetic events to a Kafka cluster (load testing).
     Generate(generate::Args),
+    /// Benchmark end to end through Kafka: throughput against a pass-through baseline, latency.
+    Bench(bench::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -59,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(load_config(&cli.config)?, args),
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),
         Command::Generate(args) => generate::run(load_config(&cli.config)?, args),
+        Command::Bench(args) => bench::run(load_config(&cli.config)?, args),
     }
 }
 
@@ -66,10 +70,12 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("loading configuration {}", path.display()))
 }
 
-/// Logs go to stderr (stdout carries data); `RUST_LOG` filters, `info` by default.
+/// Logs go to stderr (stdout carries data); `RUST_LOG` filters. By default this crate logs
+/// at `info` and its dependencies (the embedded broker logs every request at `info`) at
+/// `warn`.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dissuade=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

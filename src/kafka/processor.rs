@@ -206,11 +206,18 @@ impl ClientContext for ConsumerCtx {
         };
         let owned = s.trackers.lock().expect("trackers lock");
         for (id, p) in &topic.partitions {
-            if owned.contains_key(id) && p.consumer_lag >= 0 {
+            // librdkafka's `consumer_lag` counts from the committed offset, which trails by
+            // up to a commit interval; ops want what is not consumed yet.
+            let lag = if p.hi_offset >= 0 && p.app_offset >= 0 {
+                (p.hi_offset - p.app_offset).max(0)
+            } else {
+                p.consumer_lag
+            };
+            if owned.contains_key(id) && lag >= 0 {
                 s.metrics
                     .consumer_lag
                     .with_label_values(&[&id.to_string()])
-                    .set(p.consumer_lag);
+                    .set(lag);
             }
         }
     }

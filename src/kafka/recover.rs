@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -59,7 +60,7 @@ pub fn recover_open_tasks(
         // (tansu 0.6) answers ListOffsets(latest) with the newest batch's base offset + 1,
         // which can be short of the real end.
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = config.create()?;
+    let consumer: BaseConsumer<EndIsNotAnError> = config.create_with_context(EndIsNotAnError)?;
     let metadata = consumer.fetch_metadata(Some(task_topic), timeout)?;
     let Some(topic) = metadata.topics().iter().find(|t| t.name() == task_topic) else {
         return Ok(Recovered::default());
@@ -126,6 +127,19 @@ pub fn recover_open_tasks(
     );
     Ok(found)
 }
+
+/// Reaching the end of a partition is how recovery knows it is done, not a client error.
+struct EndIsNotAnError;
+
+impl ClientContext for EndIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            warn!(error = %error, reason, "kafka client error during task recovery");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNotAnError {}
 
 fn restore_one(payload: &[u8]) -> Option<(u64, Level, i64, TaskId)> {
     let t: RecoveredTask = serde_json::from_slice(payload).ok()?;
