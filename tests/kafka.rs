@@ -225,3 +225,52 @@ async fn two_processors_split_the_partitions_and_emit_each_task_once() {
     assert_eq!(got.len(), expected.len());
     assert_same_tasks(&got, &expected);
 }
+
+#[test]
+fn run_drains_and_exits_zero_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("run")
+        .env("DISSUADE__KAFKA__EMBEDDED_PORT", port.to_string())
+        .env("DISSUADE__METRICS__LISTEN", "\"\"")
+        .env("RUST_LOG", "dissuade=info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let assigned = line.contains("partitions assigned");
+        seen.push(line);
+        if assigned {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("partitions assigned")),
+        "{seen:#?}"
+    );
+    let started = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {rest:#?}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(
+        rest.iter().any(|l| l.contains("processor stopped")),
+        "{rest:#?}"
+    );
+}

@@ -106,7 +106,7 @@ pub fn generate(
         sent += 1;
         counters.sent.store(sent, Ordering::Relaxed);
         if let Some(bar) = &bar {
-            if sent % 1024 == 0 {
+            if sent.is_multiple_of(1024) {
                 bar.set_position(sent);
             }
         }

@@ -84,14 +84,15 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]
     let futures: Vec<_> = records
         .iter()
         .map(|(k, v)| {
-            producer.send_result(
-                FutureRecord::to(topic)
-                    .key(k.as_str())
-                    .payload(v.as_slice()),
-            )
+            producer
+                .send_result(
+                    FutureRecord::to(topic)
+                        .key(k.as_str())
+                        .payload(v.as_slice()),
+                )
+                .map_err(|(e, _)| e)
         })
         .collect::<Result<_, _>>()
-        .map_err(|(e, _)| e)
         .expect("enqueue");
     for f in futures {
         f.await.expect("delivery report").expect("delivered");
