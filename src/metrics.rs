@@ -51,7 +51,7 @@ pub struct Metrics {
     outcome_below: IntCounter,
     outcome_dead_letter: IntCounter,
     dead_letters: Vec<IntCounter>,
-    /// Indexed by `level as usize * 3 + match kind`.
+    /// Indexed by `(level as usize - 1) * 3 + match kind`: level `none` never makes a task.
     tasks: Vec<IntCounter>,
     pub upgrades: IntCounter,
     rule_hits: Vec<IntCounter>,
@@ -204,7 +204,7 @@ impl Metrics {
                 .iter()
                 .map(|r| dead.with_label_values(&[r]))
                 .collect(),
-            tasks: Level::ALL
+            tasks: Level::ALL[1..]
                 .iter()
                 .flat_map(|l| {
                     let tasks_vec = &tasks_vec;
@@ -272,8 +272,8 @@ impl Metrics {
                     Action::Suppressed { .. } => self.outcome_suppressed.inc(),
                     Action::Task(t) => {
                         self.outcome_task.inc();
-                        self.tasks[s.level as usize * MatchKind::ALL.len() + t.match_kind as usize]
-                            .inc();
+                        let level = (s.level as usize).saturating_sub(1);
+                        self.tasks[level * MatchKind::ALL.len() + t.match_kind as usize].inc();
                         if t.upgrade_of.is_some() {
                             self.upgrades.inc();
                         }
@@ -312,12 +312,13 @@ impl Metrics {
         (QUANTILES.map(|q| h.value_at_quantile(q)), h.len())
     }
 
-    /// Sum of a counter family's values, for the demo's live summary.
+    /// Tasks emitted per level, indexed by `Level as usize` (`none` is always 0), for the
+    /// demo's live summary.
     pub fn tasks_by_level(&self) -> [u64; 5] {
         let per = MatchKind::ALL.len();
         let mut out = [0; 5];
         for (i, c) in self.tasks.iter().enumerate() {
-            out[i / per] += c.get();
+            out[i / per + 1] += c.get();
         }
         out
     }
@@ -489,6 +490,7 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         )));
         assert!(!text.contains("microseconds"));
+        assert!(!text.contains("level=\"none\""), "no task has level none");
     }
 
     #[test]

@@ -387,6 +387,13 @@ async fn scrape_shows_exact_counts_for_a_known_input() {
         assert!(!text.contains(number), "{number} in the scrape");
     }
 
+    // The accessors the demo's live summary uses agree with the scrape.
+    assert_eq!(p.metrics.tasks_by_level(), [0, 0, 1, 3, 1]);
+    assert_eq!(p.metrics.suppressed(), 2);
+    assert_eq!(p.metrics.dead_letters(), 6);
+    assert_eq!(p.metrics.total_lag(), 0);
+    assert_eq!(p.metrics.end_to_end_quantiles().1, 5);
+
     promtool_check(&text);
 
     shutdown.cancel();
@@ -403,7 +410,7 @@ fn promtool_check(text: &str) {
         .spawn()
     else {
         println!(
-            "promtool check metrics skipped: promtool not installed \
+            "promtool check metrics: skipped: promtool not installed \
              (apt-get install prometheus, or scripts/install-test-deps)"
         );
         return;
