@@ -365,9 +365,9 @@ mod tests {
         assert_eq!(
             kinds.into_iter().collect::<Vec<_>>(),
             [
+                "invalid_field",
                 "malformed",
                 "missing_field",
-                "invalid_field",
                 "out_of_range"
             ]
         );
