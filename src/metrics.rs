@@ -4,7 +4,7 @@
 //! match kind, per dead-letter reason), so counting an event is an atomic add, never a label
 //! lookup. Every label set is bounded by configuration; no label carries a phone number.
 //! Names follow the Prometheus conventions (`_total` counters, base units, `promtool check
-//! metrics` clean); `docs/metrics.md` lists every one.
+//! metrics` clean); the README lists every one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,9 @@ pub struct Metrics {
     rule_hits: Vec<IntCounter>,
     pub tasks_delivered: IntCounter,
     pub delivery_failures: IntCounter,
+    /// Tasks opened while the suppression state was full (`dispatch.max_open`), so a repeat
+    /// call for that person may get a second task.
+    pub not_remembered: IntCounter,
     pub commits: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub in_flight: IntGauge,
@@ -148,6 +151,12 @@ impl Metrics {
             .register(Box::new(e2e_seconds.clone()))
             .expect("unique metric");
 
+        // Resident memory, CPU seconds, open file descriptors of this process.
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
         gauge_vec(
             "dissuade_build_info",
             "The running build: always 1, labelled with the crate version.",
@@ -186,8 +195,7 @@ impl Metrics {
 
         let commits = counter_vec(
             "dissuade_offset_commits_total",
-            "Input offset commits by result: ok counts synchronous commits (on revocation and \
-             shutdown), error every failed commit, periodic asynchronous ones included.",
+            "Input offset commits, periodic and on revocation or shutdown, by result.",
             &["result"],
         );
         for result in ["ok", "error"] {
@@ -195,6 +203,11 @@ impl Metrics {
         }
 
         Metrics {
+            not_remembered: counter(
+                "dissuade_suppression_full_total",
+                "Tasks opened while the suppression state was full (dispatch.max_open): \
+                 a repeat call for these people may get a second task.",
+            ),
             events_consumed,
             outcome_task: outcomes.with_label_values(&["task"]),
             outcome_suppressed: outcomes.with_label_values(&["suppressed"]),

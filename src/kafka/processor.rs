@@ -484,10 +484,12 @@ fn poll_loop(
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             let dispatcher = shared.pipeline.dispatcher();
             dispatcher.purge_expired();
-            shared
-                .metrics
-                .open_tasks
-                .set(dispatcher.open_count() as i64);
+            let metrics = &shared.metrics;
+            metrics.open_tasks.set(dispatcher.open_count() as i64);
+            let full = dispatcher.not_remembered();
+            metrics
+                .not_remembered
+                .inc_by(full.saturating_sub(metrics.not_remembered.get()));
             last_housekeeping = Instant::now();
         }
     }
