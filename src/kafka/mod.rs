@@ -34,6 +34,8 @@ pub enum KafkaSetupError {
     EmbeddedUnavailable,
     #[error("starting the embedded broker: {0}")]
     Embedded(String),
+    #[error("starting the consumer thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// Consumer settings: defaults tuned for throughput and at-least-once, then `properties`,

@@ -397,7 +397,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("dissuade-consumer".into())
         .spawn(move || poll_loop(consumer, shared, workers, commit_interval, shutdown))
-        .map_err(|e| KafkaSetupError::Embedded(format!("spawning the consumer thread: {e}")))?;
+        .map_err(KafkaSetupError::Thread)?;
     Ok(ProcessorHandle { thread })
 }
 
