@@ -50,8 +50,6 @@ pub fn consumer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // The default 500 ms makes a consumer group idle between fetches (KAFKA-NOTES).
         .set("fetch.wait.max.ms", "5")
-        // Small fetch requests otherwise wait on Nagle's algorithm and delayed ACKs.
-        .set("socket.nagle.disable", "true")
         .set("statistics.interval.ms", "1000");
     overlay(&mut c, &cfg.properties);
     overlay(&mut c, &cfg.consumer_properties);
@@ -64,7 +62,6 @@ pub fn producer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
-        .set("socket.nagle.disable", "true")
         .set("acks", "all")
         .set(
             "queue.buffering.max.messages",
