@@ -8,12 +8,14 @@
 //!    processing: the Kafka ceiling.
 //! 3. **Processor**: [`processor::spawn`] consumes the same records in its own group, as
 //!    `dissuade run` would. RSS is sampled while it runs.
-//! 4. **Latency** (optional): a fresh processor is offered a fixed rate; every task read back
-//!    from the task topic is timed from the moment its event was *scheduled* to be sent, so a
-//!    stall delays the clock of every event behind it (no coordinated omission).
+//! 4. **Latency** (optional): a fixed rate is offered to a pass-through copier (the Kafka
+//!    floor), then to a fresh processor; every output read back is timed from the moment its
+//!    event was *scheduled* to be sent, so a stall delays the clock of every event behind it
+//!    (no coordinated omission).
 //!
 //! Rates count from the first record a group receives to the last output acknowledged, so
-//! the group join (seconds on the embedded broker) is reported apart, as start-up.
+//! the group join is reported apart, as start-up. Every topic is named after the run and
+//! deleted once its phase is over: the embedded broker keeps every record in memory.
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +37,6 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::synth::{Synth, SynthConfig};
-use crate::task::TaskSummary;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -101,7 +102,10 @@ pub struct BenchReport {
     /// Seconds from subscribing to the first record (group join).
     pub baseline_startup_s: Option<f64>,
     pub processor_startup_s: f64,
+    /// The latency mode through the processor (`--latency`).
     pub latency: Option<LatencyReport>,
+    /// The same offered rate through the pass-through copier: the Kafka floor.
+    pub baseline_latency: Option<LatencyReport>,
     pub rss: RssReport,
     pub machine: Machine,
 }
@@ -121,9 +125,9 @@ pub struct LatencyReport {
     pub p999_ms: f64,
     pub max_ms: f64,
     /// The processor's own histogram: event time (ms, the scheduled send time) to the task
-    /// acknowledged by the broker.
-    pub ack_p50_ms: f64,
-    pub ack_p99_ms: f64,
+    /// acknowledged by the broker (`None` for the pass-through).
+    pub ack_p50_ms: Option<f64>,
+    pub ack_p99_ms: Option<f64>,
     /// How far the sender fell behind its schedule at worst.
     pub max_send_lag_ms: f64,
 }
@@ -217,11 +221,19 @@ pub fn run(
         let mut kb = k.clone();
         kb.group_id = topic("copy-group");
         progress("baseline: pass-through copy, same client settings, no processing");
-        let b = pass_through(&kb, &bootstrap, &copy_topic, opts.events, progress)?;
+        let b = pass_through(
+            &kb,
+            &bootstrap,
+            &copy_topic,
+            Until::Count(opts.events),
+            &AtomicBool::new(false),
+            progress,
+        )?;
         progress(&format!(
             "baseline: {:.0} events/s (group join {:.1} s)",
             b.rate, b.startup_s
         ));
+        delete_topics(rt, &k, &bootstrap, &[&copy_topic], progress);
         Some(b)
     };
 
@@ -233,28 +245,87 @@ pub fn run(
         "processor: {:.0} events/s (group join {:.1} s)",
         proc.rate, proc.startup_s
     ));
+    delete_topics(
+        rt,
+        &k,
+        &bootstrap,
+        &[&k.input_topic, &k.task_topic, &k.dlq_topic],
+        progress,
+    );
 
-    let latency = if opts.latency {
+    let (latency, baseline_latency) = if opts.latency {
         let rate = opts.rate.unwrap_or(proc.rate / 2.0);
-        let mut kl = k.clone();
-        kl.input_topic = topic("lat-in");
-        kl.task_topic = topic("lat-tasks");
-        kl.dlq_topic = topic("lat-dlq");
-        kl.group_id = topic("lat-group");
+        let (pipeline, _) = Pipeline::load(config).context("loading the pipeline")?;
+        let cells = pipeline.cell_table().clone();
+        let topics = |tag: &str| {
+            let mut kl = k.clone();
+            kl.input_topic = topic(&format!("{tag}-in"));
+            kl.task_topic = topic(&format!("{tag}-tasks"));
+            kl.dlq_topic = topic(&format!("{tag}-dlq"));
+            kl.group_id = topic(&format!("{tag}-group"));
+            kl
+        };
+        let baseline = if opts.skip_baseline {
+            None
+        } else {
+            let kl = topics("lat-copy");
+            let copy = format!("{}-copy", kl.input_topic);
+            rt.block_on(ensure_topics(&kl, &bootstrap, &[&kl.input_topic, &copy]))
+                .context("creating the latency topics")?;
+            progress(&format!(
+                "latency baseline: pass-through at {rate:.0} events/s for {}",
+                humantime::format_duration(opts.latency_duration)
+            ));
+            let l = latency_phase(
+                &kl,
+                &bootstrap,
+                Hop::PassThrough,
+                &cells,
+                rate,
+                opts,
+                &topic("lat-copy"),
+            )?;
+            progress(&format!(
+                "latency baseline: p50 {:.1} ms, p99 {:.1} ms",
+                l.p50_ms, l.p99_ms
+            ));
+            delete_topics(rt, &kl, &bootstrap, &[&kl.input_topic, &copy], progress);
+            Some(l)
+        };
+        let kl = topics("lat");
         rt.block_on(ensure_topics(
             &kl,
             &bootstrap,
             &[&kl.input_topic, &kl.task_topic, &kl.dlq_topic],
         ))
         .context("creating the latency topics")?;
-        let (pipeline, _) = Pipeline::load(config).context("loading the pipeline")?;
         progress(&format!(
-            "latency: offering {rate:.0} events/s for {}",
+            "latency: processor at {rate:.0} events/s for {}",
             humantime::format_duration(opts.latency_duration)
         ));
-        Some(latency_phase(&kl, &bootstrap, pipeline, rate, opts, &id)?)
+        let l = latency_phase(
+            &kl,
+            &bootstrap,
+            Hop::Processor(Box::new(pipeline)),
+            &cells,
+            rate,
+            opts,
+            &topic("lat"),
+        )?;
+        progress(&format!(
+            "latency: p50 {:.1} ms, p99 {:.1} ms",
+            l.p50_ms, l.p99_ms
+        ));
+        delete_topics(
+            rt,
+            &kl,
+            &bootstrap,
+            &[&kl.input_topic, &kl.task_topic, &kl.dlq_topic],
+            progress,
+        );
+        (Some(l), baseline)
     } else {
-        None
+        (None, None)
     };
 
     let broker_peak_mib = broker.peak_mib();
@@ -280,6 +351,7 @@ pub fn run(
         baseline_startup_s: baseline.as_ref().map(|b| b.startup_s),
         processor_startup_s: proc.startup_s,
         latency,
+        baseline_latency,
         rss: RssReport {
             peak_mib: status_kib("self", "VmHWM").unwrap_or(0) as f64 / 1024.0,
             before_preload_mib: before,
@@ -296,6 +368,42 @@ pub fn run(
     };
     drop(broker);
     Ok(report)
+}
+
+/// Deletes a finished phase's topics, so that the embedded broker (which keeps every record
+/// in memory) frees them before the next phase. Best effort: a failure is reported only.
+fn delete_topics(
+    rt: &tokio::runtime::Runtime,
+    k: &KafkaConfig,
+    bootstrap: &str,
+    topics: &[&str],
+    progress: Progress<'_>,
+) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    let result = c
+        .create::<AdminClient<DefaultClientContext>>()
+        .map_err(|e| e.to_string())
+        .and_then(|admin| {
+            let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+            rt.block_on(admin.delete_topics(topics, &opts))
+                .map_err(|e| e.to_string())
+        });
+    let failed: Vec<String> = match result {
+        Ok(results) => results
+            .into_iter()
+            .filter_map(|r| r.err().map(|(t, code)| format!("{t}: {code}")))
+            .collect(),
+        Err(e) => vec![e],
+    };
+    if !failed.is_empty() {
+        progress(&format!("could not delete topics: {}", failed.join(", ")));
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -516,13 +624,23 @@ struct Pass {
     startup_s: f64,
 }
 
-/// The Kafka ceiling: consume every record of the input topic and produce it unchanged
-/// (same key) to `out_topic`, committing positions as often as the processor commits.
+/// When the pass-through copier stops.
+enum Until<'a> {
+    /// After copying this many records and flushing them.
+    Count(u64),
+    /// When the flag is set (and then flushes what it copied).
+    Stopped(&'a AtomicBool),
+}
+
+/// The Kafka ceiling: consume the input topic and produce every record unchanged (same key)
+/// to `out_topic`, committing positions as often as the processor commits. `assigned` is set
+/// once the group has given it partitions.
 fn pass_through(
     k: &KafkaConfig,
     bootstrap: &str,
     out_topic: &str,
-    n: u64,
+    until: Until<'_>,
+    assigned: &AtomicBool,
     progress: Progress<'_>,
 ) -> anyhow::Result<Pass> {
     let consumer: BaseConsumer = consumer_config(k, bootstrap).create()?;
@@ -533,8 +651,13 @@ fn pass_through(
     let mut consumed = 0u64;
     let mut last_commit = Instant::now();
     let mut last_report = Instant::now();
-    while consumed < n {
-        match consumer.poll(Duration::from_millis(50)) {
+    loop {
+        match until {
+            Until::Count(n) if consumed >= n => break,
+            Until::Stopped(flag) if flag.load(Ordering::Acquire) => break,
+            _ => {}
+        }
+        match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(m)) => {
                 first.get_or_insert_with(Instant::now);
                 let mut record = BaseRecord::to(out_topic).payload(m.payload().unwrap_or(&[]));
@@ -544,13 +667,18 @@ fn pass_through(
                 send(&producer, record)?;
                 consumed += 1;
             }
-            Some(Err(e)) => anyhow::bail!("baseline consumer: {e}"),
+            Some(Err(e)) => anyhow::bail!("pass-through consumer: {e}"),
             None => {
                 anyhow::ensure!(
-                    subscribed.elapsed() < Duration::from_secs(120) || first.is_some(),
-                    "baseline: no record within 120 s of subscribing"
+                    subscribed.elapsed() < Duration::from_secs(120)
+                        || first.is_some()
+                        || matches!(until, Until::Stopped(_)),
+                    "pass-through: no record within 120 s of subscribing"
                 );
             }
+        }
+        if !assigned.load(Ordering::Relaxed) && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            assigned.store(true, Ordering::Release);
         }
         if last_commit.elapsed() >= k.commit_interval {
             if let Ok(tpl) = consumer.position() {
@@ -559,13 +687,13 @@ fn pass_through(
             last_commit = Instant::now();
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
-            progress(&format!("  copied {consumed} / {n}"));
+            progress(&format!("  copied {consumed}"));
             last_report = Instant::now();
         }
     }
-    flush_all(&producer, &d, n, "baseline")?;
+    flush_all(&producer, &d, consumed, "pass-through")?;
     let first = first.unwrap_or(subscribed);
-    let rate = n as f64 / first.elapsed().as_secs_f64();
+    let rate = consumed as f64 / first.elapsed().as_secs_f64();
     if let Ok(tpl) = consumer.position() {
         let _ = consumer.commit(&tpl, CommitMode::Sync);
     }
@@ -663,46 +791,91 @@ fn run_processor(
     })
 }
 
+/// What sits between the input topic and the topic the latency reader reads.
+enum Hop {
+    /// A pass-through copier: the Kafka floor.
+    PassThrough,
+    /// The processor; the reader reads its task topic.
+    Processor(Box<Pipeline>),
+}
+
 fn latency_phase(
     k: &KafkaConfig,
     bootstrap: &str,
-    pipeline: Pipeline,
+    hop: Hop,
+    cells: &crate::grid::CellTable,
     rate: f64,
     opts: &BenchOptions,
-    id: &str,
+    run_id: &str,
 ) -> anyhow::Result<LatencyReport> {
     anyhow::ensure!(rate.is_finite() && rate > 0.0, "latency: bad rate {rate}");
-    let metrics = Arc::new(Metrics::new(
-        pipeline.rules(),
-        pipeline.grid().cells().len(),
-    ));
-    let health = Arc::new(Health::default());
-    let shutdown = CancellationToken::new();
+    let out_topic = match hop {
+        Hop::PassThrough => format!("{}-copy", k.input_topic),
+        Hop::Processor(_) => k.task_topic.clone(),
+    };
     let synth = Synth::new(
-        pipeline.cell_table(),
+        cells,
         SynthConfig {
             seed: opts.seed + 1,
             ..SynthConfig::default()
         },
     )
-    .with_run_id(&format!("{id}-lat"));
-    let handle = processor::spawn(
-        k,
-        bootstrap,
-        Arc::new(pipeline),
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )?;
+    .with_run_id(run_id);
 
-    // A reader of the task topic, as an officer's app would be.
+    // The hop under test, started first so that it is assigned before the first event.
+    let shutdown = CancellationToken::new();
+    let stop_copier = Arc::new(AtomicBool::new(false));
+    let hop_assigned = Arc::new(AtomicBool::new(false));
+    let (metrics, processor, copier) = match hop {
+        Hop::Processor(pipeline) => {
+            let metrics = Arc::new(Metrics::new(
+                pipeline.rules(),
+                pipeline.grid().cells().len(),
+            ));
+            let health = Arc::new(Health::default());
+            let handle = processor::spawn(
+                k,
+                bootstrap,
+                Arc::new(*pipeline),
+                metrics.clone(),
+                health.clone(),
+                shutdown.clone(),
+            )?;
+            let assigned = hop_assigned.clone();
+            std::thread::spawn(move || {
+                while health.partitions_assigned.load(Ordering::Relaxed) == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                assigned.store(true, Ordering::Release);
+            });
+            (Some(metrics), Some(handle), None)
+        }
+        Hop::PassThrough => {
+            let (k, bootstrap, out) = (k.clone(), bootstrap.to_string(), out_topic.clone());
+            let (stop, assigned) = (stop_copier.clone(), hop_assigned.clone());
+            let t = std::thread::spawn(move || {
+                let mut quiet = |_: &str| {};
+                pass_through(
+                    &k,
+                    &bootstrap,
+                    &out,
+                    Until::Stopped(&stop),
+                    &assigned,
+                    &mut quiet,
+                )
+                .map(|_| ())
+            });
+            (None, None, Some(t))
+        }
+    };
+
+    // A reader of the output topic, as an officer's app would be.
     let mut reader_cfg = consumer_config(k, bootstrap);
-    reader_cfg.set("group.id", format!("{id}-lat-reader"));
+    reader_cfg.set("group.id", format!("{run_id}-reader"));
     let reader: BaseConsumer = reader_cfg.create()?;
-    reader.subscribe(&[&k.task_topic])?;
+    reader.subscribe(&[&out_topic])?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while health.partitions_assigned.load(Ordering::Relaxed) == 0
-        || reader.assignment().map_or(0, |a| a.count()) == 0
+    while !hop_assigned.load(Ordering::Acquire) || reader.assignment().map_or(0, |a| a.count()) == 0
     {
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -716,10 +889,10 @@ fn latency_phase(
     let wall0_us = chrono::Utc::now().timestamp_micros();
     let total = (rate * opts.latency_duration.as_secs_f64()).round() as u64;
     let sending_done = Arc::new(AtomicBool::new(false));
+    let expected = Arc::new(AtomicU64::new(u64::MAX));
     let reader_thread = {
-        let done = sending_done.clone();
-        let metrics = metrics.clone();
-        std::thread::spawn(move || read_tasks(reader, start, rate, &done, &metrics))
+        let (done, expected) = (sending_done.clone(), expected.clone());
+        std::thread::spawn(move || read_outputs(reader, start, rate, &done, &expected))
     };
 
     let mut synth = synth;
@@ -745,23 +918,37 @@ fn latency_phase(
     }
     let sent_in = start.elapsed();
     flush_all(&producer, &d, total, "latency phase")?;
-    // Wait for the processor to finish, then let the reader catch the last tasks.
+
+    // Wait until the hop has handled everything, then tell the reader how many outputs to
+    // expect.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (metrics.events_consumed.get() < total || metrics.in_flight.get() > 0)
-        && Instant::now() < deadline
-        && !handle.is_finished()
-    {
-        std::thread::sleep(Duration::from_millis(5));
+    let mut ack = (0, 0);
+    if let (Some(metrics), Some(handle)) = (&metrics, processor) {
+        while (metrics.events_consumed.get() < total || metrics.in_flight.get() > 0)
+            && Instant::now() < deadline
+            && !handle.is_finished()
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        expected.store(metrics.tasks_delivered.get(), Ordering::Release);
+        shutdown.cancel();
+        handle
+            .join()
+            .map_err(|e| anyhow::anyhow!("processor: {e}"))?;
+        let ([p50, p99, _], _) = metrics.end_to_end_quantiles();
+        ack = (p50, p99);
+    } else {
+        expected.store(total, Ordering::Release);
     }
     sending_done.store(true, Ordering::Release);
     let hist = reader_thread
         .join()
-        .map_err(|_| anyhow::anyhow!("task reader panicked"))?;
-    shutdown.cancel();
-    handle
-        .join()
-        .map_err(|e| anyhow::anyhow!("processor: {e}"))?;
-    let ([ack50, ack99, _], _) = metrics.end_to_end_quantiles();
+        .map_err(|_| anyhow::anyhow!("latency reader panicked"))?;
+    if let Some(t) = copier {
+        stop_copier.store(true, Ordering::Release);
+        t.join()
+            .map_err(|_| anyhow::anyhow!("pass-through copier panicked"))??;
+    }
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(LatencyReport {
         offered_rate: rate,
@@ -773,22 +960,28 @@ fn latency_phase(
         p99_ms: ms(hist.value_at_quantile(0.99)),
         p999_ms: ms(hist.value_at_quantile(0.999)),
         max_ms: ms(hist.max()),
-        ack_p50_ms: ms(ack50),
-        ack_p99_ms: ms(ack99),
+        ack_p50_ms: metrics.as_ref().map(|_| ms(ack.0)),
+        ack_p99_ms: metrics.as_ref().map(|_| ms(ack.1)),
         max_send_lag_ms: max_lag.as_secs_f64() * 1000.0,
     })
 }
 
-/// Reads tasks until `done` and the processor's delivered tasks are all read; each task's
-/// latency is measured from its event's scheduled send time, recovered from the event id
-/// (`<run id>-<sequence>`, the sequence counting from 1 at `start`).
-fn read_tasks(
+/// Reads the output topic until `done` and `expected` records were read (or 10 s without
+/// any). Each record's latency is measured from its event's scheduled send time, recovered
+/// from the event id (`<run id>-<sequence>`, the sequence counting from 1 at `start`), which
+/// tasks and events both carry.
+fn read_outputs(
     reader: BaseConsumer,
     start: Instant,
     rate: f64,
     done: &AtomicBool,
-    metrics: &Metrics,
+    expected: &AtomicU64,
 ) -> Histogram<u64> {
+    #[derive(serde::Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow)]
+        event_id: std::borrow::Cow<'a, str>,
+    }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid bounds");
     let mut read = 0u64;
     let mut idle_since: Option<Instant> = None;
@@ -800,7 +993,7 @@ fn read_tasks(
                 read += 1;
                 let Some(seq) = m
                     .payload()
-                    .and_then(|p| serde_json::from_slice::<TaskSummary>(p).ok())
+                    .and_then(|p| serde_json::from_slice::<Id<'_>>(p).ok())
                     .and_then(|t| t.event_id.rsplit_once('-')?.1.parse::<u64>().ok())
                 else {
                     continue;
@@ -808,15 +1001,18 @@ fn read_tasks(
                 let due = start + Duration::from_secs_f64(seq.saturating_sub(1) as f64 / rate);
                 hist.saturating_record(now.saturating_duration_since(due).as_micros() as u64);
             }
-            Some(Err(e)) => tracing::warn!(error = %e, "task reader"),
+            Some(Err(e)) => tracing::warn!(error = %e, "latency reader"),
             None => {
                 if done.load(Ordering::Acquire) {
-                    if read >= metrics.tasks_delivered.get() {
+                    if read >= expected.load(Ordering::Acquire) {
                         break;
                     }
                     let idle = *idle_since.get_or_insert_with(Instant::now);
                     if idle.elapsed() > Duration::from_secs(10) {
-                        tracing::warn!(read, "task reader: gave up waiting for the last tasks");
+                        tracing::warn!(
+                            read,
+                            "latency reader: gave up waiting for the last outputs"
+                        );
                         break;
                     }
                 }

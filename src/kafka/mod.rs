@@ -50,6 +50,9 @@ pub fn consumer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         // The default 500 ms makes a consumer group idle between fetches (KAFKA-NOTES).
         .set("fetch.wait.max.ms", "5")
+        // librdkafka 2.x waits this long before refetching a partition whose local queue was
+        // over its threshold (default 1 s): a consumer that keeps up then idles in bursts.
+        .set("fetch.queue.backoff.ms", "10")
         .set("statistics.interval.ms", "1000");
     overlay(&mut c, &cfg.properties);
     overlay(&mut c, &cfg.consumer_properties);

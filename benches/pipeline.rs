@@ -1,0 +1,439 @@
+//! Micro benchmarks, one criterion group per pipeline stage, plus the whole in-process
+//! pipeline. Every input is built before the timed loop; each iteration handles one element
+//! (event, point, decision, task), cycling through a prepared batch, so the reported
+//! throughput is elements per second on one core.
+//!
+//! Targets (see BENCHMARKS.md): whole pipeline > 1,000,000 events/s; grid lookup on the
+//! 100,000-cell map < 1 µs; scoring with the sample rule set < 200 ns.
+//!
+//! `cargo bench --bench pipeline` runs everything (a few minutes on 2 cores);
+//! `cargo bench --bench pipeline -- grid/` runs one group.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use geo::{Coord, LineString, MultiPolygon, Polygon};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use dissuade::config::Config;
+use dissuade::dispatch::{callee_key, Dispatcher};
+use dissuade::event::Event;
+use dissuade::grid::{
+    CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
+};
+use dissuade::pipeline::Pipeline;
+use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
+use dissuade::synth::{Synth, SynthConfig};
+use dissuade::task::{Assignee, GridRef, Notify, Reason, Task, TaskId, Victim};
+
+/// Synthetic events per prepared batch.
+const EVENTS: usize = 100_000;
+/// Points per prepared batch.
+const POINTS: usize = 4_096;
+/// Event time of the first synthetic event (2026-11-24T00:30:00Z).
+const T0_MS: i64 = 1_795_480_200_000;
+
+fn config() -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
+    Config::load_with_env(&path, std::iter::empty()).expect("sample config loads")
+}
+
+fn sample_pipeline() -> Pipeline {
+    Pipeline::load(&config()).expect("sample pipeline loads").0
+}
+
+/// A realistic mix (the synth defaults: 12 % risky, repeat callers), one event per 10 ms.
+fn synthetic_events(pipeline: &Pipeline, n: usize) -> Vec<Vec<u8>> {
+    let mut synth = Synth::new(pipeline.cell_table(), SynthConfig::default()).with_run_id("bench");
+    (0..n)
+        .map(|i| {
+            let mut buf = Vec::with_capacity(400);
+            synth.next_event(T0_MS + i as i64 * 10, &mut buf);
+            buf
+        })
+        .collect()
+}
+
+/// Runs `f` on one element per iteration, cycling through `items`.
+fn cycle<'a, T, R, F: FnMut(&T) -> R + 'a>(items: &'a [T], mut f: F) -> impl FnMut() -> R + 'a {
+    let mut i = 0;
+    move || {
+        let r = f(&items[i]);
+        i += 1;
+        if i == items.len() {
+            i = 0;
+        }
+        r
+    }
+}
+
+fn configure() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+}
+
+fn decode(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let events = synthetic_events(&pipeline, EVENTS);
+    let mean = events.iter().map(Vec::len).sum::<usize>() / events.len();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(format!("synthetic_mix_{mean}B"), |b| {
+        b.iter(cycle(&events, |e| {
+            black_box(Event::decode(black_box(e)).is_ok())
+        }))
+    });
+    g.finish();
+}
+
+fn score(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let payloads = synthetic_events(&pipeline, EVENTS);
+    let events: Vec<Event<'_>> = payloads
+        .iter()
+        .map(|p| Event::decode(p).expect("synthetic events are valid"))
+        .collect();
+    let sample = pipeline.rules().clone();
+    let synthetic =
+        RuleSet::from_toml_str(&synthetic_rule_set(50), "synthetic-50").expect("compiles");
+    let mut g = c.benchmark_group("score");
+    g.throughput(Throughput::Elements(1));
+    for (name, rules) in [
+        (format!("sample_{}_rules", sample.rules().len()), &sample),
+        ("synthetic_50_rules".to_string(), &synthetic),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(cycle(&events, |e| {
+                black_box(rules.score(black_box(e)).total)
+            }))
+        });
+    }
+    g.finish();
+}
+
+/// Cells of the lattice map: `COLS x ROWS` squares of `STEP` degrees, `GAP` apart.
+const COLS: usize = 400;
+const ROWS: usize = 250;
+const STEP: f64 = 0.005;
+const GAP: f64 = 0.0005;
+const LON0: f64 = 116.2;
+const LAT0: f64 = 38.5;
+
+fn lattice_x(col: usize) -> f64 {
+    LON0 + col as f64 * STEP
+}
+
+fn lattice_y(row: usize) -> f64 {
+    LAT0 + row as f64 * STEP
+}
+
+/// A 100,000-cell map built in memory: a lattice of small square cells (about 430 x 550 m)
+/// separated by gaps of about 50 m, 100 cells per station, a community officer per cell.
+fn lattice_map() -> GridMap {
+    let side = STEP - GAP;
+    let mut cells = Vec::with_capacity(COLS * ROWS);
+    let mut roster = Vec::with_capacity(COLS * ROWS);
+    for row in 0..ROWS {
+        for col in 0..COLS {
+            let (x0, y0) = (lattice_x(col), lattice_y(row));
+            let (x1, y1) = (x0 + side, y0 + side);
+            let ring = LineString::from(vec![
+                Coord { x: x0, y: y0 },
+                Coord { x: x1, y: y0 },
+                Coord { x: x1, y: y1 },
+                Coord { x: x0, y: y1 },
+                Coord { x: x0, y: y0 },
+            ]);
+            let n = row * COLS + col;
+            let grid_id = format!("L{row:03}-{col:03}");
+            cells.push(CellSpec {
+                grid_id: grid_id.clone(),
+                name: format!("lattice cell {n}"),
+                station_id: format!("S{:04}", n / 100),
+                geometry: MultiPolygon(vec![Polygon::new(ring, vec![])]),
+            });
+            roster.push(RosterEntry {
+                grid_id,
+                officer: Officer {
+                    officer_id: format!("po-{n}"),
+                    name: format!("officer {n}"),
+                    role: Role::CommunityOfficer,
+                    phone: "022-00000000".into(),
+                },
+            });
+        }
+    }
+    let stations = (0..COLS * ROWS / 100)
+        .map(|s| Station {
+            station_id: format!("S{s:04}"),
+            name: format!("station {s}"),
+            district_code: "120000".into(),
+            duty_desk_id: format!("desk-{s}"),
+        })
+        .collect();
+    let (map, warnings) = GridMap::from_parts(cells, stations, roster, GridOptions::default())
+        .expect("lattice map builds");
+    assert!(warnings.is_empty(), "lattice cells are valid polygons");
+    assert_eq!(map.cells().len(), COLS * ROWS);
+    map
+}
+
+#[derive(Clone, Copy)]
+enum Where {
+    Inside,
+    Edge,
+    Gap,
+    Outside,
+}
+
+fn lattice_points(rng: &mut SmallRng, kind: Where) -> Vec<(f64, f64)> {
+    let side = STEP - GAP;
+    (0..POINTS)
+        .map(|_| {
+            let (col, row) = (rng.random_range(1..COLS - 1), rng.random_range(1..ROWS - 1));
+            let (x0, y0) = (lattice_x(col), lattice_y(row));
+            let t: f64 = rng.random_range(0.05..0.95);
+            match kind {
+                Where::Inside => (
+                    x0 + side * rng.random_range(0.05..0.95),
+                    y0 + side * rng.random_range(0.05..0.95),
+                ),
+                // Exactly on one of the four edges (a coordinate equal to the edge's).
+                Where::Edge => match rng.random_range(0..4u8) {
+                    0 => (x0, y0 + side * t),
+                    1 => (x0 + side, y0 + side * t),
+                    2 => (x0 + side * t, y0),
+                    _ => (x0 + side * t, y0 + side),
+                },
+                // In the 50 m strip between this cell and its right neighbour: snapped.
+                Where::Gap => (x0 + side + GAP * rng.random_range(0.1..0.9), y0 + side * t),
+                // Far from every cell: unmatched.
+                Where::Outside => (LON0 - 1.0 - rng.random::<f64>(), LAT0 + rng.random::<f64>()),
+            }
+        })
+        .collect()
+}
+
+/// Points of the sample map: interior points and exact boundary vertices of random cells, and
+/// the locations of the synthetic victims (mostly inside, some in gaps or out of town).
+fn sample_points(pipeline: &Pipeline, rng: &mut SmallRng) -> [(String, Vec<(f64, f64)>); 3] {
+    use geo::InteriorPoint;
+    let grid = pipeline.grid();
+    let n = grid.cells().len();
+    let inside = (0..POINTS)
+        .filter_map(|_| {
+            let p = grid.geometry(rng.random_range(0..n)).interior_point()?;
+            Some((p.x(), p.y()))
+        })
+        .collect();
+    let edge = (0..POINTS)
+        .filter_map(|_| {
+            let mp = grid.geometry(rng.random_range(0..n));
+            let ring = &mp.0.first()?.exterior().0;
+            let c = ring[rng.random_range(0..ring.len())];
+            Some((c.x, c.y))
+        })
+        .collect();
+    let payloads = synthetic_events(pipeline, POINTS * 2);
+    let victims = payloads
+        .iter()
+        .filter_map(|p| {
+            let e = Event::decode(p).ok()?;
+            e.callee_location.map(|l| (l.lon, l.lat))
+        })
+        .take(POINTS)
+        .collect();
+    [
+        ("inside".into(), inside),
+        ("vertex".into(), edge),
+        ("victim_mix".into(), victims),
+    ]
+}
+
+fn grid(c: &mut Criterion) {
+    let mut rng = SmallRng::seed_from_u64(5);
+    let pipeline = sample_pipeline();
+    let mut g = c.benchmark_group("grid");
+    g.throughput(Throughput::Elements(1));
+    let cells = pipeline.grid().cells().len();
+    for (name, points) in sample_points(&pipeline, &mut rng) {
+        let map = pipeline.grid();
+        g.bench_function(format!("tianjin_{cells}/{name}"), |b| {
+            b.iter(cycle(&points, |&(x, y)| {
+                black_box(map.locate(black_box(x), black_box(y)).cell)
+            }))
+        });
+    }
+    let map = lattice_map();
+    for (name, kind, expect) in [
+        ("inside", Where::Inside, MatchKind::Inside),
+        ("edge", Where::Edge, MatchKind::Inside),
+        ("gap", Where::Gap, MatchKind::Snapped),
+        ("outside", Where::Outside, MatchKind::Unmatched),
+    ] {
+        let points = lattice_points(&mut rng, kind);
+        for &(x, y) in &points {
+            assert_eq!(map.locate(x, y).kind, expect, "{name} point ({x}, {y})");
+        }
+        g.bench_function(format!("lattice_100k/{name}"), |b| {
+            b.iter(cycle(&points, |&(x, y)| {
+                black_box(map.locate(black_box(x), black_box(y)).cell)
+            }))
+        });
+    }
+    g.finish();
+}
+
+fn dispatch(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let payloads = synthetic_events(&pipeline, EVENTS);
+    // The callees of the events that reach the dispatcher (risky ones, with repeats).
+    let inputs: Vec<(u64, Level)> = payloads
+        .iter()
+        .filter_map(|p| {
+            let e = Event::decode(p).ok()?;
+            let s = pipeline.rules().score(&e);
+            (s.level >= Level::Medium).then(|| (callee_key(&e.callee_number), s.level))
+        })
+        .collect();
+    let cfg = config();
+    let dispatcher = Dispatcher::new(cfg.dispatch.suppression_window, cfg.dispatch.max_open);
+    let mut g = c.benchmark_group("dispatch");
+    g.throughput(Throughput::Elements(1));
+    let mut seq: u64 = 0;
+    g.bench_function(format!("decide_{}_callees", inputs.len()), |b| {
+        b.iter(cycle(&inputs, |&(key, level)| {
+            seq += 1;
+            let task_id = TaskId((seq as u128).to_be_bytes());
+            // One risky event per 100 ms of event time: the 30 min window keeps ~18k open.
+            black_box(dispatcher.decide(key, level, T0_MS + seq as i64 * 100, task_id, 0))
+        }))
+    });
+    g.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let cfg = config();
+    let payloads = synthetic_events(&pipeline, EVENTS);
+    let rules = pipeline.rules();
+    let grid = pipeline.grid();
+    // Risky events with the cell their victim is in: the inputs of a typical task.
+    let risky: Vec<(Event<'_>, dissuade::rules::Score, usize)> = payloads
+        .iter()
+        .filter_map(|p| {
+            let e = Event::decode(p).ok()?;
+            let s = rules.score(&e);
+            let loc = e.callee_location?;
+            let cell = grid.locate(loc.lon, loc.lat).cell?;
+            (s.level >= Level::Medium).then_some((e, s, cell))
+        })
+        .take(4096)
+        .collect();
+    let mut out = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1));
+    let bytes = {
+        let mut total = 0;
+        for (e, s, cell) in &risky {
+            out.clear();
+            task(&pipeline, &cfg, e, s, *cell).encode_into(&mut out);
+            total += out.len();
+        }
+        total / risky.len()
+    };
+    g.bench_function(format!("task_{bytes}B"), |b| {
+        b.iter(cycle(&risky, |(e, s, cell)| {
+            out.clear();
+            task(&pipeline, &cfg, e, s, *cell).encode_into(&mut out);
+            black_box(out.len())
+        }))
+    });
+    g.finish();
+}
+
+/// The task the pipeline would build (same fields, the cell's community officer assigned),
+/// including rendering the reasons.
+fn task<'a>(
+    pipeline: &'a Pipeline,
+    cfg: &'a Config,
+    e: &'a Event<'a>,
+    s: &dissuade::rules::Score,
+    cell: usize,
+) -> Task<'a> {
+    let rules = pipeline.rules();
+    let grid = pipeline.grid();
+    let c = grid.cell(cell);
+    let station = grid.station_of(cell);
+    let officer = grid.community_officer(cell);
+    Task {
+        task_id: TaskId::for_event(&e.event_id),
+        event_id: &e.event_id,
+        kind: "new",
+        upgrade_of: None,
+        created_at: e.occurred_at_ms + 3,
+        occurred_at: e.occurred_at_ms,
+        deadline: e.occurred_at_ms + 1_800_000,
+        level: s.level,
+        score: s.total,
+        reasons: s
+            .fired
+            .iter()
+            .map(|&i| Reason {
+                rule_id: &rules.rules()[i as usize].id,
+                reason: rules.reason(i, e),
+                score: rules.rules()[i as usize].score,
+            })
+            .collect(),
+        victim: Victim {
+            number: &e.callee_number,
+            age: e.callee_age,
+            location: None,
+        },
+        grid: GridRef {
+            match_kind: MatchKind::Inside,
+            grid_id: Some(&c.grid_id),
+            name: Some(&c.name),
+            station_id: Some(&station.station_id),
+            station_name: Some(&station.name),
+            distance_m: None,
+        },
+        assignee: match officer {
+            Some(o) => Assignee::Officer(o),
+            None => Assignee::DutyDesk {
+                desk_id: &station.duty_desk_id,
+            },
+        },
+        also_notify: grid.roster(cell).iter().skip(1).map(Notify).collect(),
+        fraud_type: e.fraud_type_hint.as_deref(),
+        script: cfg.scripts.for_fraud_type(e.fraud_type_hint.as_deref()),
+        rules_version: rules.version(),
+    }
+}
+
+fn whole_pipeline(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let events = synthetic_events(&pipeline, EVENTS);
+    let mut out = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("process/synthetic_mix", |b| {
+        b.iter(cycle(&events, |e| {
+            out.clear();
+            black_box(pipeline.process(black_box(e), 0, T0_MS, &mut out));
+        }))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = stages;
+    config = configure();
+    targets = decode, score, grid, dispatch, encode, whole_pipeline
+}
+criterion_main!(stages);
