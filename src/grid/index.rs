@@ -11,6 +11,9 @@ use rstar::{RStarInsertionStrategy, RTree, RTreeObject, RTreeParams, AABB};
 
 use super::{GridMatch, MatchKind};
 
+/// The first snapping search radius (metres); it grows fourfold up to the snap distance.
+const FIRST_SNAP_RADIUS_M: f64 = 60.0;
+
 /// Two snap distances closer than this (metres) are a tie, won by the smaller grid_id.
 const TIE_M: f64 = 1e-6;
 
@@ -143,14 +146,45 @@ impl SpatialIndex {
         self.snap(snap_m, lon, lat)
     }
 
+    /// The nearest cell within `snap_m`. Most points that miss every cell are in a narrow gap
+    /// between neighbours, so the search starts with a small box and grows it: once the best
+    /// distance found (plus the tie margin) fits inside the searched radius, no cell outside
+    /// the box can be nearer, and the answer is the one a single full-size search would give.
     fn snap(&self, snap_m: f64, lon: f64, lat: f64) -> GridMatch {
         if !(snap_m > 0.0 && snap_m.is_finite()) {
             return GridMatch::UNMATCHED;
         }
-        let m_per_deg = Haversine.radius().to_radians();
         let cos_lat = lat.to_radians().cos().max(1e-6);
-        // Search box: the snap distance in degrees, with a margin for the sphere.
-        let dlat = snap_m / m_per_deg * 1.01 + 1e-9;
+        let mut radius = snap_m.min(FIRST_SNAP_RADIUS_M);
+        loop {
+            let (best, best_d) = self.nearest_within(radius, snap_m, lon, lat, cos_lat);
+            if best_d + TIE_M <= radius || radius >= snap_m {
+                return match best {
+                    u32::MAX => GridMatch::UNMATCHED,
+                    cell => GridMatch {
+                        cell: Some(cell as usize),
+                        kind: MatchKind::Snapped,
+                        distance_m: best_d,
+                    },
+                };
+            }
+            radius = (radius * 4.0).min(snap_m);
+        }
+    }
+
+    /// The nearest cell (and its distance) within `snap_m` among the cells whose envelope
+    /// meets the box of `radius` metres around the point; `u32::MAX` when there is none.
+    fn nearest_within(
+        &self,
+        radius: f64,
+        snap_m: f64,
+        lon: f64,
+        lat: f64,
+        cos_lat: f64,
+    ) -> (u32, f64) {
+        let m_per_deg = Haversine.radius().to_radians();
+        // The radius in degrees, with a margin for the sphere.
+        let dlat = radius / m_per_deg * 1.01 + 1e-9;
         let dlon = (dlat / cos_lat).min(360.0);
         let env = AABB::from_corners([lon - dlon, lat - dlat], [lon + dlon, lat + dlat]);
         let mut best_d = f64::INFINITY;
@@ -163,15 +197,7 @@ impl SpatialIndex {
             }
             ControlFlow::<()>::Continue(())
         });
-        if best == u32::MAX {
-            GridMatch::UNMATCHED
-        } else {
-            GridMatch {
-                cell: Some(best as usize),
-                kind: MatchKind::Snapped,
-                distance_m: best_d,
-            }
-        }
+        (best, best_d)
     }
 }
 
