@@ -66,6 +66,8 @@ pub fn producer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
     c.set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .set("acks", "all")
+        // Retries must not reorder batches: each officer's tasks arrive in order.
+        .set("enable.idempotence", "true")
         .set(
             "queue.buffering.max.messages",
             cfg.max_in_flight.to_string(),

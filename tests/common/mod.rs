@@ -79,6 +79,8 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
+        // The expected tasks assume the topic keeps the order records were sent in.
+        .set("enable.idempotence", "true")
         .create()
         .expect("producer");
     let futures: Vec<_> = records
