@@ -158,15 +158,7 @@ impl Pipeline {
     /// polygons that were repaired on load.
     pub fn load(config: &Config) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
         let rules = RuleSet::load(&config.resolve(&config.rules.path))?;
-        let (grid, warnings) = GridMap::load(
-            &config.resolve(&config.grid.cells),
-            &config.resolve(&config.grid.stations),
-            &config.resolve(&config.grid.roster),
-            GridOptions {
-                snap_distance_m: config.grid.snap_distance_m,
-                strict: config.grid.strict,
-            },
-        )?;
+        let (grid, warnings) = load_grid(config)?;
         let cells = match &config.grid.cell_table {
             Some(p) => CellTable::load(&config.resolve(p))?,
             None => CellTable::from_rows(Vec::<(String, f64, f64)>::new())?,
@@ -381,4 +373,17 @@ impl Pipeline {
             .collect();
         (grid, assignee, also_notify)
     }
+}
+
+/// Loads the grid map the config names. Warnings are polygons that were repaired on load.
+pub fn load_grid(config: &Config) -> Result<(GridMap, Vec<GridWarning>), GridError> {
+    GridMap::load(
+        &config.resolve(&config.grid.cells),
+        &config.resolve(&config.grid.stations),
+        &config.resolve(&config.grid.roster),
+        GridOptions {
+            snap_distance_m: config.grid.snap_distance_m,
+            strict: config.grid.strict,
+        },
+    )
 }

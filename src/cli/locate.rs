@@ -5,7 +5,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::grid::{GridMap, GridOptions, MatchKind};
+use crate::grid::{GridMap, MatchKind};
+use crate::pipeline::load_grid;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,16 +39,7 @@ struct Located<'a> {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let (grid, _) = GridMap::load(
-        &config.resolve(&config.grid.cells),
-        &config.resolve(&config.grid.stations),
-        &config.resolve(&config.grid.roster),
-        GridOptions {
-            snap_distance_m: config.grid.snap_distance_m,
-            strict: config.grid.strict,
-        },
-    )
-    .context("loading the grid map")?;
+    let (grid, _) = load_grid(config).context("loading the grid map")?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if !args.jsonl {
