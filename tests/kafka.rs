@@ -51,12 +51,13 @@ fn assert_same_tasks(got: &[TaskSummary], expected: &[TaskSummary]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_yields_exactly_the_expected_tasks() {
-    let broker = start_broker().await;
-    let cfg = sample_config(&broker.bootstrap(), 4);
-    create_topics(&cfg).await;
     // Few victims, many risky calls: repeats exercise suppression and upgrades.
-    let events = synthetic_events(&cfg, 1500, 7, 300, 0.0);
-    let expected = expected_tasks(&cfg, &events);
+    let Scenario {
+        broker: _broker,
+        cfg,
+        events,
+        expected,
+    } = Scenario::new(4, 1500, 7, 300).await;
     assert!(expected.len() > 100, "the sample should produce tasks");
     assert!(expected.iter().any(|t| t.kind == "upgrade"));
 
@@ -154,12 +155,13 @@ async fn bad_records_go_to_the_dead_letter_topic_with_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_mid_stream_loses_no_task() {
-    let broker = start_broker().await;
-    let cfg = sample_config(&broker.bootstrap(), 4);
-    create_topics(&cfg).await;
     // One event per victim, so the expected tasks do not depend on which instance saw what.
-    let events = synthetic_events(&cfg, 4000, 13, 1_000_000, 0.0);
-    let expected = expected_tasks(&cfg, &events);
+    let Scenario {
+        broker: _broker,
+        cfg,
+        events,
+        expected,
+    } = Scenario::new(4, 4000, 13, 1_000_000).await;
 
     let first = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events[..2000]).await;
@@ -188,11 +190,12 @@ async fn a_restart_mid_stream_loses_no_task() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_processors_split_the_partitions_and_emit_each_task_once() {
-    let broker = start_broker().await;
-    let cfg = sample_config(&broker.bootstrap(), 4);
-    create_topics(&cfg).await;
-    let events = synthetic_events(&cfg, 4000, 17, 1_000_000, 0.0);
-    let expected = expected_tasks(&cfg, &events);
+    let Scenario {
+        broker: _broker,
+        cfg,
+        events,
+        expected,
+    } = Scenario::new(4, 4000, 17, 1_000_000).await;
 
     let a = RunningProcessor::start(&cfg);
     let b = RunningProcessor::start(&cfg);
@@ -315,11 +318,12 @@ fn spawn_run(cfg: &dissuade::config::Config) -> std::process::Child {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "the embedded broker (tansu 0.6) cannot fetch from an offset inside a record batch"]
 async fn a_crash_mid_stream_loses_no_task_and_redelivery_keeps_task_ids() {
-    let broker = start_broker().await;
-    let cfg = sample_config(&broker.bootstrap(), 4);
-    create_topics(&cfg).await;
-    let events = synthetic_events(&cfg, 6000, 19, 1_000_000, 0.0);
-    let expected = expected_tasks(&cfg, &events);
+    let Scenario {
+        broker: _broker,
+        cfg,
+        events,
+        expected,
+    } = Scenario::new(4, 6000, 19, 1_000_000).await;
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
 
     // Kill the first instance without warning once it has produced some tasks.

@@ -11,6 +11,21 @@ use dissuade::task::TaskId;
 
 const EVENTS: &str = include_str!("data/events.jsonl");
 
+/// Runs the `dissuade` binary from the repository root with `input` on stdin.
+fn dissuade(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn config() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
     Config::load_with_env(&path, []).expect("sample config loads")
@@ -211,22 +226,10 @@ fn sample_events_yield_the_hand_computed_tasks() {
 
 #[test]
 fn score_command_prints_tasks_and_reports_bad_lines() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["score", "--now", "2026-11-24T08:45:00+08:00"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(EVENTS.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = dissuade(
+        &["score", "--now", "2026-11-24T08:45:00+08:00"],
+        EVENTS.as_bytes(),
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -309,24 +312,10 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
 
 #[test]
 fn locate_jsonl_keeps_one_output_line_per_input_line() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["locate", "--jsonl"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"{\"lon\":117.21034,\"lat\":39.1325}\n{\"lon\":\"x\"}\n{\"lon\":116.745,\"lat\":38.826}\n{\"lon\":116.4,\"lat\":39.9}\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = dissuade(
+        &["locate", "--jsonl"],
+        b"{\"lon\":117.21034,\"lat\":39.1325}\n{\"lon\":\"x\"}\n{\"lon\":116.745,\"lat\":38.826}\n{\"lon\":116.4,\"lat\":39.9}\n",
+    );
     assert_eq!(
         out.status.code(),
         Some(2),

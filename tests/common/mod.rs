@@ -211,6 +211,31 @@ impl RunningProcessor {
     }
 }
 
+/// A broker, the sample config on it with fresh topics, synthetic events (see
+/// [`synthetic_events`]) and the tasks the pipeline makes of them in order.
+pub struct Scenario {
+    pub broker: EmbeddedBroker,
+    pub cfg: Config,
+    pub events: Vec<(String, Vec<u8>)>,
+    pub expected: Vec<TaskSummary>,
+}
+
+impl Scenario {
+    pub async fn new(partitions: i32, n: usize, seed: u64, victims: usize) -> Scenario {
+        let broker = start_broker().await;
+        let cfg = sample_config(&broker.bootstrap(), partitions);
+        create_topics(&cfg).await;
+        let events = synthetic_events(&cfg, n, seed, victims, 0.0);
+        let expected = expected_tasks(&cfg, &events);
+        Scenario {
+            broker,
+            cfg,
+            events,
+            expected,
+        }
+    }
+}
+
 /// Synthetic events from the sample city, keyed by callee as the centre should key them.
 pub fn synthetic_events(
     cfg: &Config,
