@@ -303,9 +303,11 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("rules.toml"), "{stderr}");
     assert!(
-        stderr.contains("blacklisted_caller") || stderr.contains("line"),
+        stderr.contains(
+            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 71): \
+             score: invalid type: string \"sixty\", expected i64"
+        ),
         "{stderr}"
     );
 }
