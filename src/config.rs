@@ -38,6 +38,8 @@ pub struct Config {
     pub rules: RulesConfig,
     pub grid: GridConfig,
     #[serde(default)]
+    pub input: InputConfig,
+    #[serde(default)]
     pub dispatch: DispatchConfig,
     #[serde(default)]
     pub scripts: ScriptsConfig,
@@ -73,6 +75,44 @@ pub struct GridConfig {
 
 fn default_snap_distance_m() -> f64 {
     500.0
+}
+
+/// Bounds on input records and on the clocks that stamp them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Largest record accepted; larger ones are dead-lettered, cut to this size.
+    pub max_record_bytes: usize,
+    /// Longest string field (ids, numbers, cell id, fraud type) accepted.
+    pub max_field_bytes: usize,
+    /// How far ahead of this service's clock an event may be dated. Later events are
+    /// dead-lettered: one wrongly dated record must not move event time by years.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// Events older than this are dead-lettered; unset keeps backlogs of any age (replays).
+    #[serde(with = "humantime_serde")]
+    pub max_event_age: Option<Duration>,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        let limits = crate::event::Limits::default();
+        InputConfig {
+            max_record_bytes: limits.max_record_bytes,
+            max_field_bytes: limits.max_field_bytes,
+            max_future_skew: Duration::from_secs(5 * 60),
+            max_event_age: None,
+        }
+    }
+}
+
+impl InputConfig {
+    pub fn limits(&self) -> crate::event::Limits {
+        crate::event::Limits {
+            max_record_bytes: self.max_record_bytes,
+            max_field_bytes: self.max_field_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,8 +218,18 @@ pub struct KafkaConfig {
     pub input_topic: String,
     pub task_topic: String,
     pub dlq_topic: String,
+    /// The open-task state changelog (compacted; one partition per input partition, keyed
+    /// by a hash of the callee): restored whenever a partition is assigned.
+    pub state_topic: String,
     /// Partitions for topics the service creates itself (embedded broker, `--create-topics`).
     pub partitions: i32,
+    /// Replication factor of topics the service creates; absent: the cluster's default
+    /// (`default.replication.factor`), or 1 on the embedded broker.
+    pub replication_factor: Option<i32>,
+    /// How long reading a partition's open tasks back from the state topic may take when it
+    /// is assigned; after that its records are processed with what was read.
+    #[serde(with = "humantime_serde")]
+    pub restore_timeout: Duration,
     /// Tasks and dead letters produced but not yet acknowledged by the broker: production
     /// (and so consumption) waits at this bound.
     pub max_in_flight: usize,
@@ -210,7 +260,10 @@ impl Default for KafkaConfig {
             input_topic: "suspicious-calls".into(),
             task_topic: "dissuasion-tasks".into(),
             dlq_topic: "suspicious-calls.dlq".into(),
+            state_topic: "dissuade.open-tasks".into(),
             partitions: 4,
+            replication_factor: None,
+            restore_timeout: Duration::from_secs(60),
             max_in_flight: 100_000,
             workers: 0,
             commit_interval: Duration::from_secs(1),
@@ -225,6 +278,15 @@ impl Default for KafkaConfig {
 impl KafkaConfig {
     pub fn is_embedded(&self) -> bool {
         self.brokers == EMBEDDED
+    }
+
+    /// The replication factor to create topics with: -1 asks the cluster for its default.
+    pub fn topic_replication(&self) -> i32 {
+        match self.replication_factor {
+            Some(n) => n,
+            None if self.is_embedded() => 1,
+            None => -1,
+        }
     }
 }
 
@@ -336,19 +398,33 @@ impl Config {
             ("kafka.input_topic", &k.input_topic),
             ("kafka.task_topic", &k.task_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
+            ("kafka.state_topic", &k.state_topic),
         ] {
             if topic.trim().is_empty() {
                 problems.push(format!("{name}: must not be empty"));
             }
         }
-        if k.input_topic == k.task_topic || k.input_topic == k.dlq_topic {
-            problems.push("kafka: input, task and dead-letter topics must differ".into());
+        let topics = [&k.input_topic, &k.task_topic, &k.dlq_topic, &k.state_topic];
+        if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
+            problems.push("kafka: input, task, dead-letter and state topics must differ".into());
+        }
+        let i = &self.input;
+        if i.max_record_bytes < 1024 {
+            problems.push("input.max_record_bytes: must be at least 1024".into());
+        }
+        if i.max_field_bytes < 32 || i.max_field_bytes > i.max_record_bytes {
+            problems.push(
+                "input.max_field_bytes: must be at least 32 and at most max_record_bytes".into(),
+            );
         }
         if k.group_id.trim().is_empty() {
             problems.push("kafka.group_id: must not be empty".into());
         }
         if k.partitions < 1 {
             problems.push("kafka.partitions: must be at least 1".into());
+        }
+        if k.replication_factor.is_some_and(|n| n < 1) {
+            problems.push("kafka.replication_factor: must be at least 1 when given".into());
         }
         if k.max_in_flight == 0 {
             problems.push("kafka.max_in_flight: must be at least 1".into());

@@ -5,13 +5,21 @@
 //! higher, in which case an upgrade is emitted that references the earlier task. Time is the
 //! events' own time, not the wall clock, so replaying history gives the same decisions.
 //!
-//! Callees are keyed by a 64-bit hash of the number, so the state holds no phone numbers.
-//! State is bounded: expired entries are purged, and at `max_open` new entries are not
-//! remembered (a possible duplicate task is better than a dropped warning).
+//! State is kept per input partition, as Kafka Streams keeps a state store per task: input is
+//! keyed by callee, so a person's events and their open task live on one partition. Each
+//! partition has its own event-time watermark (one partition's clock cannot expire another's
+//! tasks), its own expiry queue (expiry and eviction cost O(1) per entry, never a scan), and
+//! can be dropped on revocation and restored on assignment as a whole.
+//!
+//! Callees are keyed by a 64-bit hash of the canonical number, so the state holds no phone
+//! numbers. State is bounded by `max_open`: at the bound, the oldest entry of the partition
+//! is evicted (and counted) to make room.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
-use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::Level;
 use crate::task::TaskId;
@@ -26,28 +34,139 @@ pub enum Decision {
     Suppressed { open: TaskId },
 }
 
-#[derive(Debug, Clone, Copy)]
-struct OpenTask {
-    task_id: TaskId,
-    level: Level,
-    opened_at_ms: i64,
-    partition: i32,
+/// The most upgrades one task can go through: low → medium → high → critical.
+const MAX_CHAIN: usize = 3;
+
+/// The open task of one person, as remembered and as written to the state changelog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenTask {
+    pub task_id: TaskId,
+    pub level: Level,
+    pub opened_at_ms: i64,
+    /// The tasks this one upgraded, oldest first, so that a redelivered event of any of them
+    /// gets its own decision back: its kind and its `upgrade_of`.
+    #[serde(default, with = "chain_serde")]
+    pub chain: [Option<TaskId>; MAX_CHAIN],
+}
+
+impl OpenTask {
+    fn fresh(task_id: TaskId, level: Level, opened_at_ms: i64) -> OpenTask {
+        OpenTask {
+            task_id,
+            level,
+            opened_at_ms,
+            chain: [None; MAX_CHAIN],
+        }
+    }
+
+    fn upgraded_by(&self, task_id: TaskId, level: Level, at_ms: i64) -> OpenTask {
+        let mut chain = self.chain;
+        let used = chain.iter().take_while(|c| c.is_some()).count();
+        if used == MAX_CHAIN {
+            chain.rotate_left(1);
+            chain[MAX_CHAIN - 1] = Some(self.task_id);
+        } else {
+            chain[used] = Some(self.task_id);
+        }
+        OpenTask {
+            task_id,
+            level,
+            opened_at_ms: at_ms,
+            chain,
+        }
+    }
+
+    /// The decision `task_id` got when it was first made, if it belongs to this chain.
+    fn replay(&self, task_id: TaskId) -> Option<Decision> {
+        let mut previous = None;
+        for id in self.chain.iter().flatten().copied().chain([self.task_id]) {
+            if id == task_id {
+                return Some(match previous {
+                    None => Decision::New,
+                    Some(previous) => Decision::Upgrade { previous },
+                });
+            }
+            previous = Some(id);
+        }
+        None
+    }
+}
+
+mod chain_serde {
+    use super::{TaskId, MAX_CHAIN};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        c: &[Option<TaskId>; MAX_CHAIN],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(c.iter().flatten())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<[Option<TaskId>; MAX_CHAIN], D::Error> {
+        let ids = Vec::<TaskId>::deserialize(d)?;
+        let mut chain = [None; MAX_CHAIN];
+        for (slot, id) in chain.iter_mut().zip(ids.iter().rev().take(MAX_CHAIN).rev()) {
+            *slot = Some(*id);
+        }
+        Ok(chain)
+    }
+}
+
+/// What [`Dispatcher::decide`] decided, and the entry it now remembers for the callee (to be
+/// written to the state changelog), if the decision emits a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub decision: Decision,
+    pub state: Option<OpenTask>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    open: HashMap<u64, OpenTask>,
+    /// (opened_at_ms, callee) in insertion order. An item whose entry was since replaced is
+    /// stale and skipped when it reaches the front.
+    expiry: VecDeque<(i64, u64)>,
+    /// Latest event time seen on this partition: the clock its expiry runs on.
+    watermark_ms: i64,
+}
+
+impl PartitionState {
+    fn insert(&mut self, callee: u64, task: OpenTask) -> bool {
+        self.watermark_ms = self.watermark_ms.max(task.opened_at_ms);
+        self.expiry.push_back((task.opened_at_ms, callee));
+        self.open.insert(callee, task).is_none()
+    }
+
+    /// Removes the entry at the front of the expiry queue if `expired` says so; returns
+    /// whether a live entry was removed, or `None` when the queue is done.
+    fn pop_front_if(&mut self, expired: impl Fn(i64) -> bool) -> Option<bool> {
+        let &(at, callee) = self.expiry.front()?;
+        if !expired(at) {
+            return None;
+        }
+        self.expiry.pop_front();
+        let live = self.open.get(&callee).is_some_and(|t| t.opened_at_ms == at);
+        if live {
+            self.open.remove(&callee);
+        }
+        Some(live)
+    }
 }
 
 #[derive(Debug)]
 pub struct Dispatcher {
-    open: DashMap<u64, OpenTask>,
+    partitions: RwLock<HashMap<i32, Mutex<PartitionState>>>,
     window_ms: i64,
     max_open: usize,
-    /// Latest event time seen: the clock that expiry runs on.
-    watermark_ms: AtomicI64,
+    open_count: AtomicUsize,
+    evicted: AtomicU64,
     not_remembered: AtomicU64,
 }
 
-/// The partition of entries restored from the task topic.
-const RESTORED: i32 = -1;
-
-/// Hashes a callee number to the key the dispatcher stores.
+/// Hashes a canonical callee number (see [`crate::phone`]) to the key the dispatcher stores.
 pub fn callee_key(number: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(number.as_bytes())
 }
@@ -55,17 +174,30 @@ pub fn callee_key(number: &str) -> u64 {
 impl Dispatcher {
     pub fn new(window: std::time::Duration, max_open: usize) -> Dispatcher {
         Dispatcher {
-            open: DashMap::new(),
+            partitions: RwLock::default(),
             window_ms: window.as_millis() as i64,
             max_open,
-            watermark_ms: AtomicI64::new(i64::MIN),
+            open_count: AtomicUsize::new(0),
+            evicted: AtomicU64::new(0),
             not_remembered: AtomicU64::new(0),
         }
     }
 
-    /// Decides what an event at `level` for `callee` (see [`callee_key`]) becomes, and records
-    /// the task it opens. `partition` is the input partition the event came from, so the state
-    /// of a revoked partition can be dropped.
+    /// Runs `f` on `partition`'s state, creating it when new.
+    fn with_partition<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionState) -> R) -> R {
+        {
+            let parts = self.partitions.read().expect("partitions lock");
+            if let Some(p) = parts.get(&partition) {
+                return f(&mut p.lock().expect("partition lock"));
+            }
+        }
+        let mut parts = self.partitions.write().expect("partitions lock");
+        let p = parts.entry(partition).or_default();
+        f(p.get_mut().expect("partition lock"))
+    }
+
+    /// Decides what an event at `level` for `callee` (see [`callee_key`]) from input
+    /// `partition` becomes, and records the task it opens.
     pub fn decide(
         &self,
         callee: u64,
@@ -73,89 +205,138 @@ impl Dispatcher {
         at_ms: i64,
         task_id: TaskId,
         partition: i32,
-    ) -> Decision {
-        self.watermark_ms.fetch_max(at_ms, Ordering::Relaxed);
-        let fresh = OpenTask {
-            task_id,
-            level,
-            opened_at_ms: at_ms,
-            partition,
-        };
-        if let Some(mut entry) = self.open.get_mut(&callee) {
-            let open = *entry;
-            // A redelivered event must reproduce its own decision, not be suppressed by itself.
-            if open.task_id == task_id {
-                return Decision::New;
-            }
-            if at_ms - open.opened_at_ms < self.window_ms {
-                if level > open.level {
-                    *entry = fresh;
-                    return Decision::Upgrade {
-                        previous: open.task_id,
-                    };
+    ) -> Decided {
+        self.with_partition(partition, |st| {
+            st.watermark_ms = st.watermark_ms.max(at_ms);
+            let next = match st.open.get(&callee) {
+                Some(open) => {
+                    // A redelivered event must reproduce its own decision, not be suppressed
+                    // by itself or by the upgrade that followed it.
+                    if let Some(decision) = open.replay(task_id) {
+                        return Decided {
+                            decision,
+                            state: Some(*open),
+                        };
+                    }
+                    if at_ms - open.opened_at_ms < self.window_ms {
+                        if level <= open.level {
+                            return Decided {
+                                decision: Decision::Suppressed { open: open.task_id },
+                                state: None,
+                            };
+                        }
+                        (
+                            Decision::Upgrade {
+                                previous: open.task_id,
+                            },
+                            open.upgraded_by(task_id, level, at_ms),
+                        )
+                    } else {
+                        (Decision::New, OpenTask::fresh(task_id, level, at_ms))
+                    }
                 }
-                return Decision::Suppressed { open: open.task_id };
+                None => {
+                    if !self.make_room(st) {
+                        self.not_remembered.fetch_add(1, Ordering::Relaxed);
+                        return Decided {
+                            decision: Decision::New,
+                            state: None,
+                        };
+                    }
+                    (Decision::New, OpenTask::fresh(task_id, level, at_ms))
+                }
+            };
+            if st.insert(callee, next.1) {
+                self.open_count.fetch_add(1, Ordering::Relaxed);
             }
-            *entry = fresh;
-            return Decision::New;
-        }
-        if self.open.len() >= self.max_open {
-            self.purge_expired();
-            if self.open.len() >= self.max_open {
-                self.not_remembered.fetch_add(1, Ordering::Relaxed);
-                return Decision::New;
+            Decided {
+                decision: next.0,
+                state: Some(next.1),
             }
-        }
-        self.open.insert(callee, fresh);
-        Decision::New
+        })
     }
 
-    /// Records a task read back from the task topic as open (see `kafka::recover`). The
-    /// latest task per callee wins; its input partition is unknown, so only expiry drops it.
-    pub fn restore(&self, callee: u64, level: Level, at_ms: i64, task_id: TaskId) {
-        self.watermark_ms.fetch_max(at_ms, Ordering::Relaxed);
-        let restored = OpenTask {
-            task_id,
-            level,
-            opened_at_ms: at_ms,
-            partition: RESTORED,
-        };
-        self.open
-            .entry(callee)
-            .and_modify(|t| {
-                if (at_ms, level) >= (t.opened_at_ms, t.level) {
-                    *t = restored;
-                }
-            })
-            .or_insert(restored);
+    /// At `max_open`, evicts this partition's oldest entry. False when there is nothing of
+    /// this partition's to evict (other partitions hold the whole bound).
+    fn make_room(&self, st: &mut PartitionState) -> bool {
+        if self.open_count.load(Ordering::Relaxed) < self.max_open {
+            return true;
+        }
+        while let Some(live) = st.pop_front_if(|_| true) {
+            if live {
+                self.open_count.fetch_sub(1, Ordering::Relaxed);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
-    /// Forgets tasks whose window has passed, by event time. Returns how many were dropped.
-    ///
-    /// Entries are kept for a second window beyond their own: the watermark is the latest
-    /// event time over all partitions, and a partition lagging behind the others must still
-    /// find the tasks its callees opened.
+    /// Records an open task read back from the state changelog of `partition`. A later
+    /// record for the same callee replaces an earlier one, as compaction would.
+    pub fn restore(&self, partition: i32, callee: u64, task: OpenTask) {
+        self.with_partition(partition, |st| {
+            if st.insert(callee, task) {
+                self.open_count.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// Forgets tasks whose window has passed by their partition's event time. Entries are
+    /// kept for a second window so that late events still find the task they belong to.
+    /// Returns how many were dropped.
     pub fn purge_expired(&self) -> usize {
-        let watermark = self.watermark_ms.load(Ordering::Relaxed);
-        let before = self.open.len();
-        self.open
-            .retain(|_, t| watermark.saturating_sub(t.opened_at_ms) < 2 * self.window_ms);
-        before - self.open.len()
+        let horizon = 2 * self.window_ms;
+        let parts = self.partitions.read().expect("partitions lock");
+        let mut dropped = 0;
+        for p in parts.values() {
+            let mut st = p.lock().expect("partition lock");
+            let watermark = st.watermark_ms;
+            while let Some(live) = st.pop_front_if(|at| watermark.saturating_sub(at) >= horizon) {
+                dropped += usize::from(live);
+            }
+        }
+        self.open_count.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
     }
 
     /// Forgets the state of partitions this instance no longer owns.
     pub fn drop_partitions(&self, partitions: &[i32]) -> usize {
-        let before = self.open.len();
-        self.open.retain(|_, t| !partitions.contains(&t.partition));
-        before - self.open.len()
+        let mut parts = self.partitions.write().expect("partitions lock");
+        let dropped: usize = partitions
+            .iter()
+            .filter_map(|p| parts.remove(p))
+            .map(|st| st.into_inner().expect("partition lock").open.len())
+            .sum();
+        self.open_count.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
+    }
+
+    /// Whether state for `partition` is held (assigned and restored, or seen).
+    pub fn holds(&self, partition: i32) -> bool {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .contains_key(&partition)
+    }
+
+    /// Starts empty state for `partition` (restored entries then go into it).
+    pub fn open_partition(&self, partition: i32) {
+        self.with_partition(partition, |_| ());
     }
 
     /// Open tasks remembered now.
     pub fn open_count(&self) -> usize {
-        self.open.len()
+        self.open_count.load(Ordering::Relaxed)
     }
 
-    /// Tasks opened while the state was full, so not remembered for suppression.
+    /// Entries evicted at `max_open` to make room for a new person.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Tasks opened while the state was full with other partitions' entries, so not
+    /// remembered for suppression.
     pub fn not_remembered(&self) -> u64 {
         self.not_remembered.load(Ordering::Relaxed)
     }
@@ -176,23 +357,28 @@ mod tests {
         Dispatcher::new(Duration::from_secs(30 * 60), 100)
     }
 
+    fn decide(d: &Dispatcher, callee: u64, level: Level, at: i64, task: u8, p: i32) -> Decision {
+        d.decide(callee, level, at, id(task), p).decision
+    }
+
     #[test]
     fn first_event_opens_a_task() {
         let d = dispatcher();
-        assert_eq!(d.decide(1, Level::High, 0, id(1), 0), Decision::New);
+        let decided = d.decide(1, Level::High, 0, id(1), 0);
+        assert_eq!(decided.decision, Decision::New);
+        assert_eq!(decided.state, Some(OpenTask::fresh(id(1), Level::High, 0)));
         assert_eq!(d.open_count(), 1);
     }
 
     #[test]
     fn same_or_lower_level_inside_window_is_suppressed() {
         let d = dispatcher();
-        d.decide(1, Level::High, 0, id(1), 0);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        let again = d.decide(1, Level::High, 10 * MIN, id(2), 0);
+        assert_eq!(again.decision, Decision::Suppressed { open: id(1) });
+        assert_eq!(again.state, None, "nothing to write to the changelog");
         assert_eq!(
-            d.decide(1, Level::High, 10 * MIN, id(2), 0),
-            Decision::Suppressed { open: id(1) }
-        );
-        assert_eq!(
-            d.decide(1, Level::Medium, 29 * MIN, id(3), 0),
+            decide(&d, 1, Level::Medium, 29 * MIN, 3, 0),
             Decision::Suppressed { open: id(1) }
         );
     }
@@ -200,14 +386,14 @@ mod tests {
     #[test]
     fn higher_level_inside_window_upgrades_the_open_task() {
         let d = dispatcher();
-        d.decide(1, Level::Medium, 0, id(1), 0);
+        decide(&d, 1, Level::Medium, 0, 1, 0);
         assert_eq!(
-            d.decide(1, Level::Critical, 5 * MIN, id(2), 0),
+            decide(&d, 1, Level::Critical, 5 * MIN, 2, 0),
             Decision::Upgrade { previous: id(1) }
         );
         // The upgrade is now the open task.
         assert_eq!(
-            d.decide(1, Level::High, 6 * MIN, id(3), 0),
+            decide(&d, 1, Level::High, 6 * MIN, 3, 0),
             Decision::Suppressed { open: id(2) }
         );
     }
@@ -215,75 +401,142 @@ mod tests {
     #[test]
     fn event_after_window_opens_a_new_task() {
         let d = dispatcher();
-        d.decide(1, Level::High, 0, id(1), 0);
-        assert_eq!(d.decide(1, Level::High, 30 * MIN, id(2), 0), Decision::New);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        assert_eq!(decide(&d, 1, Level::High, 30 * MIN, 2, 0), Decision::New);
     }
 
     #[test]
-    fn redelivered_event_gets_the_same_decision() {
+    fn redelivered_events_get_their_own_decisions_back() {
         let d = dispatcher();
-        assert_eq!(d.decide(1, Level::High, 0, id(1), 0), Decision::New);
-        assert_eq!(d.decide(1, Level::High, 0, id(1), 0), Decision::New);
+        assert_eq!(decide(&d, 1, Level::Low, 0, 1, 0), Decision::New);
+        assert_eq!(
+            decide(&d, 1, Level::High, MIN, 2, 0),
+            Decision::Upgrade { previous: id(1) }
+        );
+        assert_eq!(
+            decide(&d, 1, Level::Critical, 2 * MIN, 3, 0),
+            Decision::Upgrade { previous: id(2) }
+        );
+        // Redelivered in any order, after the whole chain was decided: same kinds, same
+        // `upgrade_of`, and the original is not suppressed by its own upgrade.
+        assert_eq!(
+            decide(&d, 1, Level::High, MIN, 2, 0),
+            Decision::Upgrade { previous: id(1) }
+        );
+        assert_eq!(decide(&d, 1, Level::Low, 0, 1, 0), Decision::New);
+        assert_eq!(
+            decide(&d, 1, Level::Critical, 2 * MIN, 3, 0),
+            Decision::Upgrade { previous: id(2) }
+        );
+        assert_eq!(d.open_count(), 1);
+    }
+
+    #[test]
+    fn restored_state_replays_a_chain_whose_original_was_not_delivered() {
+        // Before a crash: medium task 1 (not acknowledged), critical upgrade 2 (acknowledged
+        // and in the changelog). After restore, event 1 is redelivered and must come out.
+        let before = dispatcher();
+        decide(&before, 1, Level::Medium, 0, 1, 0);
+        let upgrade = before.decide(1, Level::Critical, MIN, id(2), 0);
+        let after = dispatcher();
+        after.restore(0, 1, upgrade.state.unwrap());
+        assert_eq!(decide(&after, 1, Level::Medium, 0, 1, 0), Decision::New);
+        assert_eq!(
+            decide(&after, 1, Level::Critical, MIN, 2, 0),
+            Decision::Upgrade { previous: id(1) }
+        );
+        assert_eq!(
+            decide(&after, 1, Level::High, 2 * MIN, 3, 0),
+            Decision::Suppressed { open: id(2) }
+        );
+    }
+
+    #[test]
+    fn open_task_round_trips_through_json() {
+        let t = OpenTask::fresh(id(1), Level::Medium, 5).upgraded_by(id(2), Level::High, 9);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<OpenTask>(&json).unwrap(), t);
     }
 
     #[test]
     fn callees_are_independent() {
         let d = dispatcher();
-        d.decide(1, Level::High, 0, id(1), 0);
-        assert_eq!(d.decide(2, Level::High, 0, id(2), 0), Decision::New);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        assert_eq!(decide(&d, 2, Level::High, 0, 2, 0), Decision::New);
     }
 
     #[test]
-    fn purge_keeps_entries_a_lagging_partition_may_still_need() {
+    fn one_partitions_clock_does_not_expire_anothers_tasks() {
         let d = dispatcher();
-        d.decide(1, Level::High, 0, id(1), 0);
-        d.decide(2, Level::High, 20 * MIN, id(2), 0);
-        d.decide(3, Level::High, 35 * MIN, id(3), 1);
-        assert_eq!(d.purge_expired(), 0, "within two windows of the watermark");
-        // Partition 0 lags: its callee 1 calls again 25 min after its task, still suppressed.
+        decide(&d, 1, Level::High, 0, 1, 0);
+        // A record dated years ahead on another partition.
+        decide(&d, 2, Level::High, 5 * 365 * 24 * 60 * MIN, 2, 1);
+        assert_eq!(d.purge_expired(), 0);
         assert_eq!(
-            d.decide(1, Level::High, 25 * MIN, id(4), 0),
+            decide(&d, 1, Level::High, MIN, 3, 0),
             Decision::Suppressed { open: id(1) }
         );
-        d.decide(4, Level::High, 61 * MIN, id(5), 1);
+    }
+
+    #[test]
+    fn purge_follows_the_partitions_own_event_time() {
+        let d = dispatcher();
+        decide(&d, 1, Level::High, 0, 1, 0);
+        decide(&d, 2, Level::High, 20 * MIN, 2, 0);
+        decide(&d, 3, Level::High, 35 * MIN, 3, 0);
+        assert_eq!(d.purge_expired(), 0, "within two windows of the watermark");
+        decide(&d, 4, Level::High, 61 * MIN, 4, 0);
         assert_eq!(d.purge_expired(), 1);
         assert_eq!(d.open_count(), 3);
     }
 
     #[test]
-    fn restored_tasks_suppress_and_the_latest_wins() {
-        let d = dispatcher();
-        d.restore(1, Level::Medium, 0, id(1));
-        d.restore(1, Level::High, 5 * MIN, id(2));
-        d.restore(1, Level::Critical, 2 * MIN, id(3));
+    fn at_the_bound_the_oldest_entry_is_evicted_and_counted() {
+        let d = Dispatcher::new(Duration::from_secs(30 * 60), 2);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        decide(&d, 2, Level::High, MIN, 2, 0);
+        assert_eq!(decide(&d, 3, Level::High, 2 * MIN, 3, 0), Decision::New);
+        assert_eq!(d.open_count(), 2);
+        assert_eq!(d.evicted(), 1);
+        // Callee 2 is still remembered; callee 1 was the oldest.
         assert_eq!(
-            d.decide(1, Level::High, 10 * MIN, id(4), 0),
+            decide(&d, 2, Level::High, 3 * MIN, 4, 0),
             Decision::Suppressed { open: id(2) }
         );
-        // Restored entries belong to no partition: revocations do not drop them.
-        assert_eq!(d.drop_partitions(&[0, 1, 2]), 0);
+        assert_eq!(decide(&d, 1, Level::High, 3 * MIN, 5, 0), Decision::New);
+        assert_eq!(d.open_count(), 2);
     }
 
     #[test]
-    fn state_is_bounded_and_counts_what_it_could_not_remember() {
-        let d = Dispatcher::new(Duration::from_secs(30 * 60), 2);
-        d.decide(1, Level::High, 0, id(1), 0);
-        d.decide(2, Level::High, 0, id(2), 0);
-        assert_eq!(d.decide(3, Level::High, 0, id(3), 0), Decision::New);
-        assert_eq!(d.open_count(), 2);
+    fn a_full_bound_held_by_other_partitions_is_counted_not_remembered() {
+        let d = Dispatcher::new(Duration::from_secs(30 * 60), 1);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        assert_eq!(decide(&d, 2, Level::High, 0, 2, 1), Decision::New);
         assert_eq!(d.not_remembered(), 1);
-        // Once the old entries expire there is room again.
-        assert_eq!(d.decide(4, Level::High, 61 * MIN, id(4), 0), Decision::New);
         assert_eq!(d.open_count(), 1);
     }
 
     #[test]
     fn dropping_a_partition_forgets_its_callees() {
         let d = dispatcher();
-        d.decide(1, Level::High, 0, id(1), 0);
-        d.decide(2, Level::High, 0, id(2), 1);
+        decide(&d, 1, Level::High, 0, 1, 0);
+        decide(&d, 2, Level::High, 0, 2, 1);
         assert_eq!(d.drop_partitions(&[1]), 1);
-        assert_eq!(d.decide(2, Level::High, MIN, id(5), 1), Decision::New);
+        assert_eq!(d.open_count(), 1);
+        assert!(!d.holds(1));
+        assert_eq!(decide(&d, 2, Level::High, MIN, 5, 1), Decision::New);
+    }
+
+    #[test]
+    fn restore_fills_a_partition_and_later_records_win() {
+        let d = dispatcher();
+        d.restore(2, 7, OpenTask::fresh(id(1), Level::Medium, 0));
+        d.restore(2, 7, OpenTask::fresh(id(2), Level::High, 5 * MIN));
+        assert_eq!(d.open_count(), 1);
+        assert_eq!(
+            decide(&d, 7, Level::High, 10 * MIN, 4, 2),
+            Decision::Suppressed { open: id(2) }
+        );
     }
 
     #[test]

@@ -11,7 +11,31 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::privacy::mask_digits;
+use crate::phone::{self, PhoneError};
+use crate::privacy::{mask_digits, mask_phone};
+
+/// Bounds on one input record, so that one oversized record can neither exhaust memory nor
+/// produce a dead letter the broker refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest record accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// Longest string field accepted (ids, numbers, cell id, fraud type), in bytes.
+    pub max_field_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: 64 * 1024,
+            max_field_bytes: 256,
+        }
+    }
+}
+
+/// Longest explanation an error carries: parser messages quote the offending value, which
+/// may be most of the record.
+const MAX_REASON_CHARS: usize = 160;
 
 /// A point in WGS84 degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
@@ -106,6 +130,8 @@ pub struct Event<'a> {
 /// Why a record is not a valid event. Messages never carry a phone number.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum EventError {
+    #[error("record is {size} bytes, larger than the limit of {max} bytes")]
+    TooLarge { size: usize, max: usize },
     #[error("record is not a JSON event object: {reason}")]
     Malformed { reason: String },
     #[error("missing required field `{field}`")]
@@ -120,6 +146,7 @@ impl EventError {
     /// A short, bounded name for the error class: a metric label and a dead-letter header.
     pub fn kind(&self) -> &'static str {
         match self {
+            EventError::TooLarge { .. } => "too_large",
             EventError::Malformed { .. } => "malformed",
             EventError::MissingField { .. } => "missing_field",
             EventError::InvalidField { .. } => "invalid_field",
@@ -130,7 +157,7 @@ impl EventError {
     /// The field the error is about, where there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            EventError::Malformed { .. } => None,
+            EventError::TooLarge { .. } | EventError::Malformed { .. } => None,
             EventError::MissingField { field } | EventError::InvalidField { field, .. } => {
                 Some(field)
             }
@@ -167,8 +194,20 @@ struct RawEvent<'a> {
 }
 
 impl<'a> Event<'a> {
-    /// Decodes and validates one record. Unknown fields are ignored.
+    /// Decodes and validates one record under the default [`Limits`]. Unknown fields are
+    /// ignored; the callee number comes out canonical (see [`crate::phone`]).
     pub fn decode(bytes: &'a [u8]) -> Result<Event<'a>, EventError> {
+        Self::decode_with(bytes, &Limits::default())
+    }
+
+    /// [`Event::decode`] under `limits`.
+    pub fn decode_with(bytes: &'a [u8], limits: &Limits) -> Result<Event<'a>, EventError> {
+        if bytes.len() > limits.max_record_bytes {
+            return Err(EventError::TooLarge {
+                size: bytes.len(),
+                max: limits.max_record_bytes,
+            });
+        }
         // serde would also accept a struct written as a JSON array of its fields.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(EventError::Malformed {
@@ -179,7 +218,7 @@ impl<'a> Event<'a> {
             Ok(raw) => raw,
             Err(_) => return Err(explain_decode_failure(bytes)),
         };
-        let event = Event {
+        let mut event = Event {
             event_id: raw.event_id,
             occurred_at_ms: raw.occurred_at,
             caller_number: raw.caller_number,
@@ -193,11 +232,34 @@ impl<'a> Event<'a> {
             sms_with_link: raw.sms_with_link,
             fraud_type_hint: raw.fraud_type_hint,
         };
-        event.validate()?;
+        event.validate(limits)?;
+        if let Cow::Owned(n) = phone::canonical(&event.callee_number)
+            .map_err(|e| callee_error(&event.callee_number, e))?
+        {
+            event.callee_number = Cow::Owned(n);
+        }
         Ok(event)
     }
 
-    fn validate(&self) -> Result<(), EventError> {
+    fn validate(&self, limits: &Limits) -> Result<(), EventError> {
+        for (field, value) in [
+            ("event_id", Some(&self.event_id)),
+            ("caller_number", Some(&self.caller_number)),
+            ("callee_number", Some(&self.callee_number)),
+            ("cell_id", self.cell_id.as_ref()),
+            ("fraud_type_hint", self.fraud_type_hint.as_ref()),
+        ] {
+            if let Some(v) = value.filter(|v| v.len() > limits.max_field_bytes) {
+                return Err(EventError::InvalidField {
+                    field: field.into(),
+                    reason: format!(
+                        "{} bytes, longer than the limit of {} bytes",
+                        v.len(),
+                        limits.max_field_bytes
+                    ),
+                });
+            }
+        }
         if self.event_id.is_empty() {
             return Err(EventError::InvalidField {
                 field: "event_id".into(),
@@ -213,20 +275,26 @@ impl<'a> Event<'a> {
         if !(self.call_duration_s.is_finite() && self.call_duration_s >= 0.0) {
             return Err(EventError::OutOfRange {
                 field: "call_duration_s",
-                reason: format!("{} is not a non-negative duration", self.call_duration_s),
+                reason: mask_digits(&format!(
+                    "{} is not a non-negative duration",
+                    self.call_duration_s
+                ))
+                .into_owned(),
             });
         }
         if let Some(loc) = self.callee_location {
             if !(loc.lon.is_finite() && (-180.0..=180.0).contains(&loc.lon)) {
                 return Err(EventError::OutOfRange {
                     field: "callee_location.lon",
-                    reason: format!("{} is not a longitude in [-180, 180]", loc.lon),
+                    reason: mask_digits(&format!("{} is not a longitude in [-180, 180]", loc.lon))
+                        .into_owned(),
                 });
             }
             if !(loc.lat.is_finite() && (-90.0..=90.0).contains(&loc.lat)) {
                 return Err(EventError::OutOfRange {
                     field: "callee_location.lat",
-                    reason: format!("{} is not a latitude in [-90, 90]", loc.lat),
+                    reason: mask_digits(&format!("{} is not a latitude in [-90, 90]", loc.lat))
+                        .into_owned(),
                 });
             }
         }
@@ -242,6 +310,22 @@ impl<'a> Event<'a> {
     }
 }
 
+fn callee_error(raw: &str, e: PhoneError) -> EventError {
+    EventError::InvalidField {
+        field: "callee_number".into(),
+        reason: format!("`{}` {e}", mask_phone(raw)),
+    }
+}
+
+/// Cuts a parser message to [`MAX_REASON_CHARS`] and masks digit runs in it.
+fn bounded_reason(message: &str) -> String {
+    let masked = mask_digits(message);
+    match masked.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &masked[..cut], masked.len()),
+        None => masked.into_owned(),
+    }
+}
+
 /// Decodes again with path tracking so the error names the field the record got wrong.
 fn explain_decode_failure(bytes: &[u8]) -> EventError {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -250,7 +334,7 @@ fn explain_decode_failure(bytes: &[u8]) -> EventError {
             // The value parsed but trailing input did not.
             return match de.end() {
                 Err(e) => EventError::Malformed {
-                    reason: mask_digits(&e.to_string()).into_owned(),
+                    reason: bounded_reason(&e.to_string()),
                 },
                 Ok(()) => EventError::Malformed {
                     reason: "record could not be decoded".into(),
@@ -263,7 +347,7 @@ fn explain_decode_failure(bytes: &[u8]) -> EventError {
     // The top level has no field name: a non-object record is malformed as a whole.
     let top_level = matches!(path.as_str(), "." | "?" | "");
     let inner = err.into_inner();
-    let message = mask_digits(&inner.to_string()).into_owned();
+    let message = bounded_reason(&inner.to_string());
     if let Some(field) = missing_field_name(&message) {
         let field = if top_level {
             field.to_owned()
@@ -378,7 +462,7 @@ mod tests {
     #[test]
     fn accepts_epoch_milliseconds_and_absent_optionals() {
         let e = Event::decode(
-            br#"{"event_id":"e","occurred_at":1795480200000,"caller_number":"1","callee_number":"2","call_duration_s":3.5}"#,
+            br#"{"event_id":"e","occurred_at":1795480200000,"caller_number":"1","callee_number":"13912345678","call_duration_s":3.5}"#,
         )
         .unwrap();
         assert_eq!(e.occurred_at_ms, 1_795_480_200_000);
@@ -419,7 +503,7 @@ mod tests {
     #[test]
     fn bad_timestamp_is_an_invalid_field() {
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":"yesterday","caller_number":"1","callee_number":"2","call_duration_s":1}"#,
+            r#"{"event_id":"e","occurred_at":"yesterday","caller_number":"1","callee_number":"13912345678","call_duration_s":1}"#,
         );
         assert_eq!(err.field(), Some("occurred_at"));
         assert_eq!(err.kind(), "invalid_field");
@@ -428,7 +512,7 @@ mod tests {
     #[test]
     fn nested_wrong_type_names_the_path() {
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":1,"callee_location":{"lon":"east","lat":39}}"#,
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":1,"callee_location":{"lon":"east","lat":39}}"#,
         );
         assert_eq!(err.field(), Some("callee_location.lon"));
     }
@@ -436,7 +520,7 @@ mod tests {
     #[test]
     fn out_of_range_coordinates_are_rejected() {
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":1,"callee_location":{"lon":117,"lat":95.5}}"#,
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":1,"callee_location":{"lon":117,"lat":95.5}}"#,
         );
         assert_eq!(err.field(), Some("callee_location.lat"));
         assert_eq!(err.kind(), "out_of_range");
@@ -445,7 +529,7 @@ mod tests {
     #[test]
     fn nan_written_as_string_is_a_wrong_type() {
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":1,"callee_location":{"lon":"NaN","lat":39}}"#,
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":1,"callee_location":{"lon":"NaN","lat":39}}"#,
         );
         assert_eq!(err.field(), Some("callee_location.lon"));
     }
@@ -453,11 +537,11 @@ mod tests {
     #[test]
     fn negative_duration_and_absurd_age_are_out_of_range() {
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":-4}"#,
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":-4}"#,
         );
         assert_eq!(err.field(), Some("call_duration_s"));
         let err = decode_err(
-            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":4,"callee_age":200}"#,
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":4,"callee_age":200}"#,
         );
         assert_eq!(err.field(), Some("callee_age"));
     }
@@ -471,12 +555,78 @@ mod tests {
     }
 
     #[test]
+    fn callee_numbers_come_out_canonical() {
+        for raw in ["+8613912345678", "139 1234 5678", "0086-139-1234-5678"] {
+            let json = format!(
+                r#"{{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"{raw}","call_duration_s":4}}"#
+            );
+            let e = Event::decode(json.as_bytes()).unwrap();
+            assert_eq!(e.callee_number, "13912345678", "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_callee_no_officer_could_call_is_rejected() {
+        let err = decode_err(
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"not a phone","call_duration_s":4}"#,
+        );
+        assert_eq!(err.field(), Some("callee_number"));
+        let err = decode_err(
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"1391234567","call_duration_s":4}"#,
+        );
+        assert!(err.to_string().contains("10 digits"), "{err}");
+        assert!(!err.to_string().contains("1391234567"), "{err}");
+    }
+
+    #[test]
+    fn oversized_records_and_fields_are_rejected_with_bounded_messages() {
+        let limits = Limits {
+            max_record_bytes: 4096,
+            max_field_bytes: 32,
+        };
+        let huge = format!(
+            r#"{{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":4,"callee_age":"{}"}}"#,
+            "x".repeat(5000)
+        );
+        let err = Event::decode_with(huge.as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            err,
+            EventError::TooLarge {
+                size: huge.len(),
+                max: 4096
+            }
+        );
+
+        // Within the record limit, a wrong type quoting a long value is cut short.
+        let long = huge.replace(&"x".repeat(5000), &"x".repeat(3000));
+        let err = Event::decode_with(long.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.field(), Some("callee_age"));
+        assert!(err.to_string().len() < 300, "{}", err.to_string().len());
+
+        let id = format!(
+            r#"{{"event_id":"{}","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":4}}"#,
+            "e".repeat(33)
+        );
+        let err = Event::decode_with(id.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err.field(), Some("event_id"));
+        assert!(err.to_string().contains("33 bytes"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_messages_mask_what_may_be_a_number() {
+        let err = decode_err(
+            r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":4,"callee_location":{"lon":13912345678,"lat":39}}"#,
+        );
+        assert!(!err.to_string().contains("13912345678"), "{err}");
+    }
+
+    #[test]
     fn unparsable_records_are_malformed() {
         assert_eq!(decode_err("not json").kind(), "malformed");
         assert_eq!(decode_err("[1,2]").kind(), "malformed");
         assert_eq!(decode_err("").kind(), "malformed");
         assert_eq!(
-            decode_err(r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":1} trailing"#).kind(),
+            decode_err(r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"13912345678","call_duration_s":1} trailing"#).kind(),
             "malformed"
         );
     }

@@ -14,6 +14,7 @@ pub mod grid;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod phone;
 pub mod pipeline;
 pub mod privacy;
 pub mod rules;

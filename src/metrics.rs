@@ -23,7 +23,8 @@ use crate::pipeline::{Action, Outcome, Stage};
 use crate::rules::{Level, RuleSet};
 
 /// Dead-letter reasons: the [`crate::event::EventError::kind`] values plus record-level ones.
-pub const DEAD_LETTER_REASONS: [&str; 5] = [
+pub const DEAD_LETTER_REASONS: [&str; 6] = [
+    "too_large",
     "malformed",
     "missing_field",
     "invalid_field",
@@ -60,6 +61,14 @@ pub struct Metrics {
     /// Tasks opened while the suppression state was full (`dispatch.max_open`), so a repeat
     /// call for that person may get a second task.
     pub not_remembered: IntCounter,
+    /// Suppression entries evicted at `dispatch.max_open` to make room for a new person.
+    pub evicted: IntCounter,
+    /// Records whose key is not their canonical callee number.
+    pub key_mismatches: IntCounter,
+    /// Outputs the broker refused as records (too large, invalid), dead-lettered instead.
+    pub outputs_rejected: IntCounter,
+    /// Open-task records read back from the state changelog on assignment.
+    pub state_restored: IntCounter,
     pub commits: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub in_flight: IntGauge,
@@ -207,6 +216,25 @@ impl Metrics {
                 "dissuade_suppression_full_total",
                 "Tasks opened while the suppression state was full (dispatch.max_open): \
                  a repeat call for these people may get a second task.",
+            ),
+            evicted: counter(
+                "dissuade_open_tasks_evicted_total",
+                "Oldest open-task entries evicted at dispatch.max_open to make room: a repeat \
+                 call for these people may get a second task.",
+            ),
+            key_mismatches: counter(
+                "dissuade_key_mismatch_total",
+                "Input records whose key is not their canonical callee number: the producer \
+                 partitions by something else, so one person's events may reach two instances.",
+            ),
+            outputs_rejected: counter(
+                "dissuade_outputs_rejected_total",
+                "Tasks or dead letters the broker refused as records (too large, invalid), \
+                 sent to the dead-letter topic cut to fit instead.",
+            ),
+            state_restored: counter(
+                "dissuade_state_restored_records_total",
+                "Open-task records read back from the state changelog on partition assignment.",
             ),
             events_consumed,
             outcome_task: outcomes.with_label_values(&["task"]),

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::config::{Config, DispatchConfig, ScriptsConfig};
-use crate::dispatch::{callee_key, Decision, Dispatcher};
+use crate::config::{Config, DispatchConfig, InputConfig, ScriptsConfig};
+use crate::dispatch::{callee_key, Decision, Dispatcher, OpenTask};
 use crate::event::{Event, EventError, Location};
 use crate::grid::cell_table::CellTable;
 use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
@@ -31,6 +31,8 @@ pub struct Scored {
     /// Indexes of the rules that fired, into [`RuleSet::rules`].
     pub fired: Fired,
     pub occurred_at_ms: i64,
+    /// The callee's key (see [`callee_key`]).
+    pub callee: u64,
     pub action: Action,
 }
 
@@ -51,6 +53,9 @@ pub struct EmittedTask {
     pub key: String,
     pub match_kind: MatchKind,
     pub upgrade_of: Option<TaskId>,
+    /// The callee's key and open task now remembered, for the state changelog (`None` when
+    /// the state was full and the task is not remembered).
+    pub state: Option<(u64, OpenTask)>,
 }
 
 /// The stages of [`Pipeline::process`], for per-stage timing.
@@ -128,6 +133,7 @@ pub enum LoadError {
 }
 
 pub struct Pipeline {
+    input: InputConfig,
     rules: RuleSet,
     grid: GridMap,
     cells: CellTable,
@@ -138,6 +144,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(
+        input: InputConfig,
         rules: RuleSet,
         grid: GridMap,
         cells: CellTable,
@@ -145,6 +152,7 @@ impl Pipeline {
         scripts: ScriptsConfig,
     ) -> Pipeline {
         Pipeline {
+            input,
             dispatcher: Dispatcher::new(dispatch.suppression_window, dispatch.max_open),
             rules,
             grid,
@@ -164,6 +172,7 @@ impl Pipeline {
             None => CellTable::from_rows(Vec::<(String, f64, f64)>::new())?,
         };
         let pipeline = Pipeline::new(
+            config.input.clone(),
             rules,
             grid,
             cells,
@@ -194,9 +203,14 @@ impl Pipeline {
         self.dispatch.suppression_window
     }
 
+    /// The bounds on input records.
+    pub fn input(&self) -> &InputConfig {
+        &self.input
+    }
+
     /// Runs one record through the pipeline. A task, if any, is appended to `out` as JSON.
     /// `partition` is the input partition (for per-partition state); `now_ms` stamps
-    /// `created_at`.
+    /// `created_at` and is the clock that events' own times are checked against.
     pub fn process(
         &self,
         payload: &[u8],
@@ -216,26 +230,69 @@ impl Pipeline {
         out: &mut Vec<u8>,
         timer: &mut impl StageTimer,
     ) -> Outcome {
-        let event = match Event::decode(payload) {
+        let event = match Event::decode_with(payload, &self.input.limits())
+            .and_then(|e| self.check_time(e, now_ms))
+        {
             Ok(e) => e,
             Err(e) => return Outcome::Rejected(e),
         };
         timer.lap(Stage::Decode);
         let score = self.rules.score(&event);
         timer.lap(Stage::Score);
-        let action = self.act(&event, &score, partition, now_ms, out, timer);
+        let callee = callee_key(&event.callee_number);
+        let action = self.act(&event, callee, &score, partition, now_ms, out, timer);
         Outcome::Scored(Scored {
             level: score.level,
             score: score.total,
             fired: score.fired,
             occurred_at_ms: event.occurred_at_ms,
+            callee,
             action,
         })
     }
 
+    /// Rejects events dated too far ahead of `now_ms` (or, when configured, too far behind):
+    /// a clock or unit error must not become a task, nor move event time by years.
+    fn check_time<'a>(&self, event: Event<'a>, now_ms: i64) -> Result<Event<'a>, EventError> {
+        let at = event.occurred_at_ms;
+        let skew = self.input.max_future_skew.as_millis() as i64;
+        let describe = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+                || format!("{ms} ms since the epoch"),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        };
+        if at > now_ms.saturating_add(skew) {
+            return Err(EventError::OutOfRange {
+                field: "occurred_at",
+                reason: format!(
+                    "{} is {} ahead of this service's clock; input.max_future_skew allows {}",
+                    describe(at),
+                    humantime::format_duration(Duration::from_secs(((at - now_ms) / 1000) as u64)),
+                    humantime::format_duration(self.input.max_future_skew),
+                ),
+            });
+        }
+        if let Some(max_age) = self.input.max_event_age {
+            if now_ms.saturating_sub(at) > max_age.as_millis() as i64 {
+                return Err(EventError::OutOfRange {
+                    field: "occurred_at",
+                    reason: format!(
+                        "{} is older than input.max_event_age ({})",
+                        describe(at),
+                        humantime::format_duration(max_age),
+                    ),
+                });
+            }
+        }
+        Ok(event)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn act(
         &self,
         event: &Event<'_>,
+        callee: u64,
         score: &Score,
         partition: i32,
         now_ms: i64,
@@ -246,14 +303,11 @@ impl Pipeline {
         if level < self.dispatch.min_level {
             return Action::BelowThreshold;
         }
-        let task_id = TaskId::for_event(&event.event_id);
-        let upgrade_of = match self.dispatcher.decide(
-            callee_key(&event.callee_number),
-            level,
-            event.occurred_at_ms,
-            task_id,
-            partition,
-        ) {
+        let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
+        let decided =
+            self.dispatcher
+                .decide(callee, level, event.occurred_at_ms, task_id, partition);
+        let upgrade_of = match decided.decision {
             Decision::Suppressed { open } => return Action::Suppressed { open },
             Decision::New => None,
             Decision::Upgrade { previous } => Some(previous),
@@ -318,6 +372,7 @@ impl Pipeline {
             key,
             match_kind: found.kind,
             upgrade_of,
+            state: decided.state.map(|s| (callee, s)),
         })
     }
 

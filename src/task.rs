@@ -12,14 +12,20 @@ use crate::event::Location;
 use crate::grid::{MatchKind, Officer};
 use crate::rules::Level;
 
-/// Deterministic task identity: a 128-bit hash of the event id, so a replayed or redelivered
-/// event yields the same id and downstream can de-duplicate.
+/// Deterministic task identity: a 128-bit hash of the event id and the canonical callee
+/// number, so a replayed or redelivered event yields the same id and downstream can
+/// de-duplicate, while two people in events that reuse one event id never share a task id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TaskId(pub [u8; 16]);
 
 impl TaskId {
-    pub fn for_event(event_id: &str) -> TaskId {
-        TaskId(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()).to_be_bytes())
+    pub fn for_event(event_id: &str, callee: &str) -> TaskId {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+        h.update(&(event_id.len() as u64).to_le_bytes());
+        h.update(event_id.as_bytes());
+        h.update(callee.as_bytes());
+        TaskId(h.digest128().to_be_bytes())
     }
 
     /// Parses the 32-hex-digit form that tasks carry.
@@ -47,6 +53,13 @@ impl fmt::Debug for TaskId {
 impl Serialize for TaskId {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TaskId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        TaskId::parse(&s).ok_or_else(|| serde::de::Error::custom("a task id is 32 hex digits"))
     }
 }
 
@@ -235,9 +248,16 @@ mod tests {
 
     #[test]
     fn task_id_is_deterministic_and_distinct() {
-        assert_eq!(TaskId::for_event("e-1"), TaskId::for_event("e-1"));
-        assert_ne!(TaskId::for_event("e-1"), TaskId::for_event("e-2"));
-        let id = TaskId::for_event("e-1");
+        const A: &str = "13912345678";
+        assert_eq!(TaskId::for_event("e-1", A), TaskId::for_event("e-1", A));
+        assert_ne!(TaskId::for_event("e-1", A), TaskId::for_event("e-2", A));
+        // One event id reused for two people: two tasks.
+        assert_ne!(
+            TaskId::for_event("e-1", A),
+            TaskId::for_event("e-1", "13912345679")
+        );
+        assert_ne!(TaskId::for_event("ab", "1"), TaskId::for_event("a", "b1"));
+        let id = TaskId::for_event("e-1", A);
         assert_eq!(id.to_string().len(), 32);
         assert_eq!(TaskId::parse(&id.to_string()), Some(id));
         assert_eq!(TaskId::parse("not hex"), None);

@@ -144,7 +144,11 @@ fn check_task(task: &serde_json::Value, expected: &Expected) {
     assert_eq!(task["grid"]["match"], match_kind, "{event}");
     assert_eq!(task["grid"]["grid_id"].as_str(), grid_id, "{event}");
     assert_eq!(task["assignee"]["id"], assignee, "{event}");
-    assert_eq!(task["task_id"], TaskId::for_event(event).to_string());
+    let callee = task["victim"]["number"].as_str().unwrap();
+    assert_eq!(
+        task["task_id"],
+        TaskId::for_event(event, callee).to_string()
+    );
     assert!(task["rules_version"]
         .as_str()
         .unwrap()
@@ -163,7 +167,8 @@ fn sample_events_yield_the_hand_computed_tasks() {
     let mut buf = Vec::new();
     for line in EVENTS.lines() {
         buf.clear();
-        match pipeline.process(line.as_bytes(), 0, 0, &mut buf) {
+        // The service's clock a few hours after the sample calls (2026-11-24T05:33:20Z).
+        match pipeline.process(line.as_bytes(), 0, 1_795_500_000_000, &mut buf) {
             Outcome::Rejected(e) => rejected.push(e.to_string()),
             Outcome::Scored(s) => match s.action {
                 Action::Task(_) => {
@@ -179,7 +184,7 @@ fn sample_events_yield_the_hand_computed_tasks() {
         check_task(task, expected);
     }
     // e10 repeats e01's callee at a lower level inside the window.
-    assert_eq!(suppressed, [TaskId::for_event("e01")]);
+    assert_eq!(suppressed, [TaskId::for_event("e01", "13800000001")]);
     // e03 scores nothing, e04 (overseas alone) is low: counted, not dispatched.
     assert_eq!(
         below.iter().map(|l| l.as_str()).collect::<Vec<_>>(),
@@ -221,7 +226,10 @@ fn sample_events_yield_the_hand_computed_tasks() {
     assert!(!e01.to_string().contains("+85251234567"));
     assert_eq!(tasks[2]["victim"]["location"]["source"], "cell_id");
     assert_eq!(tasks[4]["grid"]["distance_m"], 200.4);
-    assert_eq!(tasks[7]["upgrade_of"], TaskId::for_event("e02").to_string());
+    assert_eq!(
+        tasks[7]["upgrade_of"],
+        TaskId::for_event("e02", "13800000002").to_string()
+    );
 }
 
 #[test]

@@ -6,12 +6,12 @@
 //! here, so ops can use `security.protocol`, `sasl.*` and `ssl.*` without a code change.
 
 pub mod bench;
+pub mod changelog;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod generate;
 pub mod offsets;
 pub mod processor;
-pub mod recover;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub enum KafkaSetupError {
     EmbeddedUnavailable,
     #[error("starting the embedded broker: {0}")]
     Embedded(String),
+    #[error("open-task state topic: {0}")]
+    State(#[source] changelog::ChangelogError),
     #[error("starting the consumer thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -96,7 +98,13 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> = c.create().map_err(KafkaSetupError::Client)?;
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            NewTopic::new(
+                t,
+                cfg.partitions,
+                TopicReplication::Fixed(cfg.topic_replication()),
+            )
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

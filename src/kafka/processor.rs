@@ -8,8 +8,14 @@
 //! the producer queue give backpressure: when the broker is slow, consumption slows.
 //!
 //! On revocation the processor finishes the records it has, waits for their outputs and
-//! commits before the partitions go; the suppression state of partitions that did not come
-//! back is dropped.
+//! commits before the partitions go; the open-task state of partitions that did not come
+//! back is dropped, and that of newly assigned partitions is restored from the state
+//! changelog ([`super::changelog`]) before their first record is processed.
+//!
+//! An output the broker refuses as a record (too large, invalid) is dead-lettered in its
+//! place, cut to fit; only errors about the cluster stop the processor. A graceful stop takes
+//! at most `shutdown_timeout` in all: what is not done by then is not committed, and is
+//! redelivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +35,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::offsets::PartitionOffsets;
-use super::{consumer_config, producer_config, KafkaSetupError};
+use super::{changelog, consumer_config, producer_config, KafkaSetupError};
 use crate::config::KafkaConfig;
+use crate::dispatch::callee_key;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Action, Laps, Outcome, Pipeline, Stage};
@@ -42,6 +49,15 @@ pub const HEADER_ERROR_FIELD: &str = "dissuade.error.field";
 pub const HEADER_SOURCE_TOPIC: &str = "dissuade.source.topic";
 pub const HEADER_SOURCE_PARTITION: &str = "dissuade.source.partition";
 pub const HEADER_SOURCE_OFFSET: &str = "dissuade.source.offset";
+/// Size of the payload before it was cut to fit, in bytes.
+pub const HEADER_ORIGINAL_SIZE: &str = "dissuade.original.size";
+/// `true` when the dead letter carries only the first `input.max_record_bytes` of the payload.
+pub const HEADER_TRUNCATED: &str = "dissuade.truncated";
+/// For a refused output: the topic that refused it.
+pub const HEADER_OUTPUT_TOPIC: &str = "dissuade.output.topic";
+
+/// Dead-letter kind of an output the broker refused as a record.
+pub const OUTPUT_REJECTED: &str = "output_rejected";
 
 /// One event in 64 has its stages timed.
 const STAGE_SAMPLE_MASK: u64 = 63;
@@ -64,17 +80,56 @@ impl Fatal {
     }
 }
 
+/// Which output a delivery report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// A task; its event time gives the end-to-end latency.
+    Task { occurred_at_ms: i64 },
+    /// A dead letter; `bare` when it is already the payload-less last resort.
+    DeadLetter { bare: bool },
+    /// An open-task changelog record.
+    State,
+}
+
 /// What the producer hands back with each delivery report.
 struct Delivery {
     offsets: Tracker,
+    partition: i32,
     offset: i64,
-    /// Event time of a task, for end-to-end latency; `None` for dead letters.
-    occurred_at_ms: Option<i64>,
+    output: Output,
+}
+
+/// An output the broker refused as a record, to be dead-lettered by the poll thread (the
+/// delivery callback cannot produce).
+struct Refused {
+    delivery: Box<Delivery>,
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Vec<u8>,
+    error: String,
+}
+
+type RefusedQueue = Arc<Mutex<Vec<Refused>>>;
+
+/// Errors about one record, not about the cluster: the record is dead-lettered instead.
+fn is_about_the_record(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
 }
 
 struct DeliveryContext {
     metrics: Arc<Metrics>,
     fatal: Arc<Fatal>,
+    refused: RefusedQueue,
 }
 
 impl ClientContext for DeliveryContext {}
@@ -90,19 +145,29 @@ impl ProducerContext for DeliveryContext {
                     .lock()
                     .expect("offsets lock")
                     .acknowledged(d.offset);
-                if let Some(at) = d.occurred_at_ms {
+                if let Output::Task { occurred_at_ms } = d.output {
                     self.metrics.tasks_delivered.inc();
                     let now_us = chrono::Utc::now().timestamp_micros();
-                    self.metrics
-                        .observe_end_to_end(now_us.saturating_sub(at * 1000).max(0) as u64);
+                    self.metrics.observe_end_to_end(
+                        now_us.saturating_sub(occurred_at_ms * 1000).max(0) as u64,
+                    );
                 }
+            }
+            Err((e, m)) if is_about_the_record(e) => {
+                self.refused.lock().expect("refused lock").push(Refused {
+                    topic: m.topic().to_owned(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    error: e.to_string(),
+                    delivery: d,
+                });
             }
             Err((e, _)) => {
                 d.offsets.lock().expect("offsets lock").failed(d.offset);
                 self.metrics.delivery_failures.inc();
                 self.fatal.set(format!(
-                    "the broker did not accept an output of offset {}: {e}",
-                    d.offset
+                    "the broker did not accept an output of partition {} offset {}: {e}",
+                    d.partition, d.offset
                 ));
             }
         }
@@ -114,6 +179,10 @@ struct Shared {
     input_topic: String,
     task_topic: String,
     dlq_topic: String,
+    state_topic: String,
+    /// Consumer settings for reading the state changelog back.
+    restore_config: rdkafka::ClientConfig,
+    restore_timeout: Duration,
     pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -127,7 +196,10 @@ struct Shared {
     processed: AtomicU64,
     max_in_flight: usize,
     drain_timeout: Duration,
+    /// Set when a graceful stop begins: every wait after it ends by then.
+    stop_by: Mutex<Option<Instant>>,
     fatal: Arc<Fatal>,
+    refused: RefusedQueue,
 }
 
 impl Shared {
@@ -140,18 +212,154 @@ impl Shared {
             .clone()
     }
 
+    /// The deadline of a wait of `timeout` starting now, or of the graceful stop if sooner.
+    fn deadline(&self, timeout: Duration) -> Instant {
+        let own = Instant::now() + timeout;
+        match *self.stop_by.lock().expect("stop lock") {
+            Some(stop) => own.min(stop),
+            None => own,
+        }
+    }
+
+    fn past_stop(&self) -> bool {
+        self.stop_by
+            .lock()
+            .expect("stop lock")
+            .is_some_and(|stop| Instant::now() >= stop)
+    }
+
     /// Waits until the workers have processed every dispatched record and the producer has
-    /// delivered every output, up to the drain timeout.
+    /// delivered every output (dead-lettering refused ones), up to the drain timeout.
     fn drain(&self) -> bool {
-        let deadline = Instant::now() + self.drain_timeout;
+        let deadline = self.deadline(self.drain_timeout);
         while self.processed.load(Ordering::Acquire) < self.dispatched.load(Ordering::Acquire) {
             if Instant::now() > deadline {
                 return false;
             }
+            self.reroute_refused();
             std::thread::sleep(Duration::from_millis(1));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        self.producer.flush(left).is_ok()
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let flushed = self.producer.flush(left).is_ok();
+            if !self.reroute_refused() {
+                return flushed;
+            }
+        }
+    }
+
+    /// Dead-letters the outputs the broker refused as records. Returns whether there were any.
+    fn reroute_refused(&self) -> bool {
+        let refused = std::mem::take(&mut *self.refused.lock().expect("refused lock"));
+        let any = !refused.is_empty();
+        for r in refused {
+            self.reroute(r);
+        }
+        any
+    }
+
+    fn reroute(&self, r: Refused) {
+        self.metrics.outputs_rejected.inc();
+        let d = r.delivery;
+        warn!(
+            topic = %r.topic,
+            partition = d.partition,
+            offset = d.offset,
+            error = %r.error,
+            "the broker refused an output as a record; dead-lettering it instead"
+        );
+        match d.output {
+            Output::DeadLetter { bare: true } => {
+                d.offsets.lock().expect("offsets lock").failed(d.offset);
+                self.metrics.delivery_failures.inc();
+                self.fatal.set(format!(
+                    "the broker refused even a payload-less dead letter for partition {} \
+                     offset {}: {}",
+                    d.partition, d.offset, r.error
+                ));
+            }
+            Output::DeadLetter { bare: false } => {
+                let message = format!(
+                    "the broker refused this dead letter ({}); its payload was dropped: \
+                     the record is at this partition and offset of the input topic",
+                    r.error
+                );
+                let letter = DeadLetter {
+                    kind: OUTPUT_REJECTED,
+                    field: None,
+                    message: &message,
+                    output_topic: None,
+                    original_size: r.payload.len(),
+                };
+                self.send_dead_letter(d, r.key.as_deref(), &[], &letter, true);
+            }
+            Output::Task { .. } | Output::State => {
+                let message = format!("the broker refused this output to {}: {}", r.topic, r.error);
+                let letter = DeadLetter {
+                    kind: OUTPUT_REJECTED,
+                    field: None,
+                    message: &message,
+                    output_topic: Some(&r.topic),
+                    original_size: r.payload.len(),
+                };
+                self.send_dead_letter(d, r.key.as_deref(), &r.payload, &letter, false);
+            }
+        }
+    }
+
+    /// Produces a dead letter with its headers, the payload cut to `input.max_record_bytes`.
+    /// `d` names the input record it stands for and its tracker entry.
+    fn send_dead_letter(
+        &self,
+        mut d: Box<Delivery>,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        letter: &DeadLetter<'_>,
+        bare: bool,
+    ) {
+        let max = self.pipeline.input().max_record_bytes;
+        let cut = &payload[..payload.len().min(max)];
+        let partition = d.partition.to_string();
+        let offset = d.offset.to_string();
+        let size = letter.original_size.to_string();
+        let mut headers = OwnedHeaders::new_with_capacity(9);
+        for (k, v) in [
+            (HEADER_ERROR, letter.message),
+            (HEADER_ERROR_KIND, letter.kind),
+            (HEADER_SOURCE_TOPIC, self.input_topic.as_str()),
+            (HEADER_SOURCE_PARTITION, partition.as_str()),
+            (HEADER_SOURCE_OFFSET, offset.as_str()),
+            (HEADER_ORIGINAL_SIZE, size.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let optional = [
+            (HEADER_ERROR_FIELD, letter.field),
+            (HEADER_OUTPUT_TOPIC, letter.output_topic),
+            (
+                HEADER_TRUNCATED,
+                (cut.len() < letter.original_size).then_some("true"),
+            ),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v),
+                });
+            }
+        }
+        d.output = Output::DeadLetter { bare };
+        let mut record = BaseRecord::with_opaque_to(&self.dlq_topic, d)
+            .payload(cut)
+            .headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        produce(self, record);
     }
 
     /// Offsets ready to commit for `partitions` (all assigned ones when `None`).
@@ -291,9 +499,30 @@ impl ConsumerContext for ConsumerCtx {
                     revoked.clear();
                     gone
                 };
-                let dropped = s.pipeline.dispatcher().drop_partitions(&gone);
+                let dispatcher = s.pipeline.dispatcher();
+                let dropped = dispatcher.drop_partitions(&gone);
+                // Partitions kept through the rebalance keep their state; new ones read theirs
+                // back before their first record is polled.
+                let new: Vec<i32> = assigned
+                    .iter()
+                    .copied()
+                    .filter(|p| !dispatcher.holds(*p))
+                    .collect();
+                match changelog::restore(
+                    &s.restore_config,
+                    &s.state_topic,
+                    &new,
+                    dispatcher,
+                    s.restore_timeout,
+                ) {
+                    Ok(r) => s.metrics.state_restored.inc_by(r.records),
+                    Err(e) => warn!(
+                        error = %e,
+                        "open tasks not restored; repeat calls on these partitions may get a second task"
+                    ),
+                }
                 s.generation.fetch_add(1, Ordering::Release);
-                info!(partitions = ?assigned, dropped_open_tasks = dropped, "partitions assigned");
+                info!(partitions = ?assigned, restored = ?new, dropped_open_tasks = dropped, "partitions assigned");
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
@@ -337,7 +566,8 @@ impl ProcessorHandle {
     }
 }
 
-/// Starts the processor: subscribes to the input topic as a member of the configured group.
+/// Starts the processor: creates the state topic when missing, then subscribes to the input
+/// topic as a member of the configured group.
 pub fn spawn(
     cfg: &KafkaConfig,
     bootstrap: &str,
@@ -347,16 +577,30 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> Result<ProcessorHandle, KafkaSetupError> {
     let fatal = Arc::new(Fatal::default());
+    let refused = RefusedQueue::default();
     let producer: ThreadedProducer<DeliveryContext> = producer_config(cfg, bootstrap)
         .create_with_context(DeliveryContext {
             metrics: metrics.clone(),
             fatal: fatal.clone(),
+            refused: refused.clone(),
         })
         .map_err(KafkaSetupError::Client)?;
+    let restore_config = consumer_config(cfg, bootstrap);
+    changelog::ensure_topic(
+        &restore_config,
+        &cfg.input_topic,
+        &cfg.state_topic,
+        cfg.topic_replication(),
+        cfg.shutdown_timeout,
+    )
+    .map_err(KafkaSetupError::State)?;
     let shared = Arc::new(Shared {
         input_topic: cfg.input_topic.clone(),
         task_topic: cfg.task_topic.clone(),
         dlq_topic: cfg.dlq_topic.clone(),
+        state_topic: cfg.state_topic.clone(),
+        restore_config,
+        restore_timeout: cfg.restore_timeout,
         pipeline,
         metrics,
         health,
@@ -368,18 +612,10 @@ pub fn spawn(
         processed: AtomicU64::new(0),
         max_in_flight: cfg.max_in_flight,
         drain_timeout: cfg.shutdown_timeout,
+        stop_by: Mutex::default(),
         fatal,
+        refused,
     });
-    let recovered = super::recover::recover_open_tasks(
-        &consumer_config(cfg, bootstrap),
-        &cfg.task_topic,
-        shared.pipeline.dispatch_window(),
-        shared.pipeline.dispatcher(),
-        cfg.shutdown_timeout,
-    );
-    if let Err(e) = recovered {
-        warn!(error = %e, "could not read open tasks back from the task topic; repeat calls may get a second task");
-    }
     let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, bootstrap)
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
@@ -434,6 +670,7 @@ fn poll_loop(
             failure = Some(f);
             break;
         }
+        shared.reroute_refused();
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 let generation = shared.generation.load(Ordering::Acquire);
@@ -465,6 +702,7 @@ fn poll_loop(
                                 shared.dispatched.fetch_sub(1, Ordering::Release);
                                 break 'poll;
                             }
+                            shared.reroute_refused();
                             std::thread::sleep(Duration::from_micros(200));
                         }
                         Err(TrySendError::Disconnected(_)) => {
@@ -486,14 +724,15 @@ fn poll_loop(
             dispatcher.purge_expired();
             let metrics = &shared.metrics;
             metrics.open_tasks.set(dispatcher.open_count() as i64);
-            let full = dispatcher.not_remembered();
-            metrics
-                .not_remembered
-                .inc_by(full.saturating_sub(metrics.not_remembered.get()));
+            catch_up(&metrics.not_remembered, dispatcher.not_remembered());
+            catch_up(&metrics.evicted, dispatcher.evicted());
             last_housekeeping = Instant::now();
         }
     }
 
+    // One deadline for the whole stop: the drain, the workers, the final commit and the
+    // revocation that leaving the group triggers all end by it.
+    *shared.stop_by.lock().expect("stop lock") = Some(Instant::now() + shared.drain_timeout);
     info!("processor stopping: finishing in-flight records");
     let drained = shared.drain();
     drop(senders);
@@ -518,22 +757,56 @@ fn poll_loop(
     }
 }
 
+/// Raises a counter to a total kept elsewhere.
+fn catch_up(counter: &prometheus::IntCounter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
 fn work(rx: Receiver<Record>, shared: &Shared) {
     let mut buf = Vec::with_capacity(4096);
+    let mut state_buf = Vec::with_capacity(256);
     let mut seq: u64 = 0;
     for record in rx {
-        seq += 1;
-        process_record(shared, &record, &mut buf, seq & STAGE_SAMPLE_MASK == 0);
+        // Past the stop deadline, records are left unprocessed (so uncommitted) for the
+        // next owner of their partition.
+        if !shared.past_stop() {
+            seq += 1;
+            let timed = seq & STAGE_SAMPLE_MASK == 0;
+            process_record(shared, &record, &mut buf, &mut state_buf, timed);
+        }
         shared.processed.fetch_add(1, Ordering::Release);
     }
 }
 
-fn process_record(shared: &Shared, r: &Record, buf: &mut Vec<u8>, timed: bool) {
+/// Why a dead letter was written.
+struct DeadLetter<'a> {
+    kind: &'a str,
+    field: Option<&'a str>,
+    message: &'a str,
+    /// For a refused output: the topic that refused it.
+    output_topic: Option<&'a str>,
+    original_size: usize,
+}
+
+fn process_record(
+    shared: &Shared,
+    r: &Record,
+    buf: &mut Vec<u8>,
+    state_buf: &mut Vec<u8>,
+    timed: bool,
+) {
     let metrics = &shared.metrics;
     let Some(payload) = r.payload.as_deref().filter(|p| !p.is_empty()) else {
         metrics.events_consumed.inc();
         metrics.record_dead_letter("empty_record");
-        dead_letter(shared, r, "empty_record", None, "record has no payload");
+        let letter = DeadLetter {
+            kind: "empty_record",
+            field: None,
+            message: "record has no payload",
+            output_topic: None,
+            original_size: 0,
+        };
+        dead_letter(shared, r, &letter);
         return;
     };
     buf.clear();
@@ -555,94 +828,109 @@ fn process_record(shared: &Shared, r: &Record, buf: &mut Vec<u8>, timed: bool) {
     metrics.record(&outcome);
     match outcome {
         Outcome::Rejected(e) => {
-            dead_letter(shared, r, e.kind(), e.field(), &e.to_string());
+            let message = e.to_string();
+            let letter = DeadLetter {
+                kind: e.kind(),
+                field: e.field(),
+                message: &message,
+                output_topic: None,
+                original_size: payload.len(),
+            };
+            dead_letter(shared, r, &letter);
         }
-        Outcome::Scored(s) => match s.action {
-            Action::Task(t) => {
-                let record = BaseRecord::with_opaque_to(
-                    &shared.task_topic,
-                    Box::new(Delivery {
-                        offsets: r.offsets.clone(),
-                        offset: r.offset,
-                        occurred_at_ms: Some(s.occurred_at_ms),
-                    }),
-                )
-                .key(t.key.as_bytes())
-                .payload(buf.as_slice());
-                r.offsets
-                    .lock()
-                    .expect("offsets lock")
-                    .processed(r.offset, 1);
-                produce(shared, record);
+        Outcome::Scored(s) => {
+            if !key_matches(r.key.as_deref(), s.callee) {
+                metrics.key_mismatches.inc();
             }
-            Action::BelowThreshold | Action::Suppressed { .. } => {
-                r.offsets
-                    .lock()
-                    .expect("offsets lock")
-                    .processed(r.offset, 0);
+            match s.action {
+                Action::Task(t) => {
+                    let outputs = 1 + u32::from(t.state.is_some());
+                    r.offsets
+                        .lock()
+                        .expect("offsets lock")
+                        .processed(r.offset, outputs);
+                    let task = BaseRecord::with_opaque_to(
+                        &shared.task_topic,
+                        delivery(
+                            r,
+                            Output::Task {
+                                occurred_at_ms: s.occurred_at_ms,
+                            },
+                        ),
+                    )
+                    .key(t.key.as_bytes())
+                    .payload(buf.as_slice());
+                    produce(shared, task);
+                    if let Some((callee, open)) = t.state {
+                        state_buf.clear();
+                        changelog::value(&open, state_buf);
+                        let key = changelog::key(callee);
+                        let state = BaseRecord::with_opaque_to(
+                            &shared.state_topic,
+                            delivery(r, Output::State),
+                        )
+                        .partition(r.partition)
+                        .key(&key[..])
+                        .payload(state_buf.as_slice());
+                        produce(shared, state);
+                    }
+                }
+                Action::BelowThreshold | Action::Suppressed { .. } => {
+                    r.offsets
+                        .lock()
+                        .expect("offsets lock")
+                        .processed(r.offset, 0);
+                }
             }
-        },
+        }
     }
 }
 
-fn dead_letter(shared: &Shared, r: &Record, kind: &str, field: Option<&str>, message: &str) {
-    let partition = r.partition.to_string();
-    let offset = r.offset.to_string();
-    let mut headers = OwnedHeaders::new_with_capacity(6)
-        .insert(Header {
-            key: HEADER_ERROR,
-            value: Some(message),
-        })
-        .insert(Header {
-            key: HEADER_ERROR_KIND,
-            value: Some(kind),
-        })
-        .insert(Header {
-            key: HEADER_SOURCE_TOPIC,
-            value: Some(shared.input_topic.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SOURCE_PARTITION,
-            value: Some(partition.as_str()),
-        })
-        .insert(Header {
-            key: HEADER_SOURCE_OFFSET,
-            value: Some(offset.as_str()),
-        });
-    if let Some(field) = field {
-        headers = headers.insert(Header {
-            key: HEADER_ERROR_FIELD,
-            value: Some(field),
-        });
-    }
-    let empty: &[u8] = &[];
-    let mut record = BaseRecord::with_opaque_to(
-        &shared.dlq_topic,
-        Box::new(Delivery {
-            offsets: r.offsets.clone(),
-            offset: r.offset,
-            occurred_at_ms: None,
-        }),
-    )
-    .payload(r.payload.as_deref().unwrap_or(empty))
-    .headers(headers);
-    if let Some(k) = r.key.as_deref() {
-        record = record.key(k);
-    }
+fn delivery(r: &Record, output: Output) -> Box<Delivery> {
+    Box::new(Delivery {
+        offsets: r.offsets.clone(),
+        partition: r.partition,
+        offset: r.offset,
+        output,
+    })
+}
+
+/// Whether the record's key is its callee's canonical number. Input is partitioned by key,
+/// so a key that is another spelling (or not the number at all) can put one person's events
+/// on two partitions, and so on two instances' state.
+fn key_matches(key: Option<&[u8]>, callee: u64) -> bool {
+    key.and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| crate::phone::canonical(k).ok())
+        .is_some_and(|k| callee_key(&k) == callee)
+}
+
+fn dead_letter(shared: &Shared, r: &Record, letter: &DeadLetter<'_>) {
     r.offsets
         .lock()
         .expect("offsets lock")
         .processed(r.offset, 1);
-    produce(shared, record);
+    let payload = r.payload.as_deref().unwrap_or_default();
+    shared.send_dead_letter(
+        delivery(r, Output::DeadLetter { bare: false }),
+        r.key.as_deref(),
+        payload,
+        letter,
+        false,
+    );
 }
 
 /// Produces without waiting for delivery; waits only while the producer queue is full or
-/// `max_in_flight` outputs are unacknowledged.
+/// `max_in_flight` outputs are unacknowledged, and never past the stop deadline. An output
+/// refused at once for its own sake (too large) is dead-lettered instead.
 fn produce<K: rdkafka::message::ToBytes + ?Sized>(
     shared: &Shared,
     mut record: BaseRecord<'_, K, [u8], Box<Delivery>>,
 ) {
     while shared.metrics.in_flight.get() as usize >= shared.max_in_flight {
+        if shared.past_stop() {
+            // Left unacknowledged, so its record is not committed and is redelivered.
+            return;
+        }
         std::thread::sleep(Duration::from_micros(100));
     }
     shared.metrics.in_flight.inc();
@@ -650,21 +938,33 @@ fn produce<K: rdkafka::message::ToBytes + ?Sized>(
         match shared.producer.send(record) {
             Ok(()) => return,
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if shared.past_stop() {
+                    shared.metrics.in_flight.dec();
+                    return;
+                }
                 record = r;
                 std::thread::sleep(Duration::from_micros(200));
             }
+            Err((e, r)) if is_about_the_record(&e) => {
+                shared.metrics.in_flight.dec();
+                shared.reroute(Refused {
+                    topic: r.topic.to_owned(),
+                    key: r.key.map(|k| k.to_bytes().to_vec()),
+                    payload: r.payload.map(<[u8]>::to_vec).unwrap_or_default(),
+                    error: e.to_string(),
+                    delivery: r.delivery_opaque,
+                });
+                return;
+            }
             Err((e, r)) => {
                 shared.metrics.in_flight.dec();
-                let offset = r.delivery_opaque.offset;
-                r.delivery_opaque
-                    .offsets
-                    .lock()
-                    .expect("offsets lock")
-                    .failed(offset);
+                let d = r.delivery_opaque;
+                d.offsets.lock().expect("offsets lock").failed(d.offset);
                 shared.metrics.delivery_failures.inc();
-                shared
-                    .fatal
-                    .set(format!("producing an output of offset {offset}: {e}"));
+                shared.fatal.set(format!(
+                    "producing an output of partition {} offset {}: {e}",
+                    d.partition, d.offset
+                ));
                 return;
             }
         }

@@ -147,9 +147,10 @@ pub fn expected_tasks(cfg: &Config, events: &[(String, Vec<u8>)]) -> Vec<TaskSum
     let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
     let mut buf = Vec::new();
     let mut out = Vec::new();
+    let now = chrono::Utc::now().timestamp_millis();
     for (_, e) in events {
         buf.clear();
-        if let Outcome::Scored(s) = pipeline.process(e, 0, 0, &mut buf) {
+        if let Outcome::Scored(s) = pipeline.process(e, 0, now, &mut buf) {
             if let Action::Task(_) = s.action {
                 out.push(serde_json::from_slice(&buf).expect("task JSON"));
             }

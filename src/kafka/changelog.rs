@@ -1,0 +1,257 @@
+//! The open-task state, kept in Kafka so that it follows its partitions.
+//!
+//! As Kafka Streams keeps a state store per task, each input partition's open tasks are
+//! written to the same-numbered partition of a compacted changelog topic (key: the callee's
+//! 64-bit hash, never the number; value: the [`OpenTask`] as JSON). Whenever a partition is
+//! assigned (at start, or when another instance of the group dies or scales in) its state is
+//! read back from its changelog partition before any of its records are processed, and it is
+//! dropped when the partition goes. A changelog write is one of the outputs of the record that
+//! caused it: the input offset is committed only once it is acknowledged.
+//!
+//! The service creates the topic itself when it is missing, with the input topic's partition
+//! count and `cleanup.policy=compact`, and refuses to start when an existing one has fewer
+//! partitions than the input.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::dispatch::{Dispatcher, OpenTask};
+
+#[derive(Debug, Error)]
+pub enum ChangelogError {
+    #[error("reading topic metadata: {0}")]
+    Metadata(#[source] KafkaError),
+    #[error("input topic {0} does not exist: create it, or start with --create-topics")]
+    NoInputTopic(String),
+    #[error(
+        "state topic {topic} has {found} partitions but input topic {input} has {needed}: \
+         each input partition needs its own; delete {topic} or name another in kafka.state_topic"
+    )]
+    TooFewPartitions {
+        topic: String,
+        input: String,
+        found: usize,
+        needed: usize,
+    },
+    #[error("creating state topic {topic}: {reason}")]
+    Create { topic: String, reason: String },
+    #[error("restoring open tasks from {topic}: {source}")]
+    Restore {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// The changelog record key of a callee: its hash in hex.
+pub fn key(callee: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    hex::encode_to_slice(callee.to_be_bytes(), &mut out).expect("16 hex digits for 8 bytes");
+    out
+}
+
+fn parse_key(key: &[u8]) -> Option<u64> {
+    let mut bytes = [0u8; 8];
+    hex::decode_to_slice(key, &mut bytes).ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// The changelog record value of an open task.
+pub fn value(task: &OpenTask, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, task).expect("an open task always serializes");
+}
+
+/// What a restore read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub records: u64,
+    /// Records this version cannot read (skipped and counted, never fatal).
+    pub unreadable: u64,
+}
+
+/// Creates the state topic when missing and checks that it has a partition for every input
+/// partition.
+pub fn ensure_topic(
+    client: &ClientConfig,
+    input_topic: &str,
+    state_topic: &str,
+    replication: i32,
+    timeout: Duration,
+) -> Result<(), ChangelogError> {
+    let probe: BaseConsumer = client.create().map_err(ChangelogError::Metadata)?;
+    let partitions = |topic: &str| -> Result<Option<usize>, ChangelogError> {
+        let md = probe
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(ChangelogError::Metadata)?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0))
+    };
+    let needed =
+        partitions(input_topic)?.ok_or_else(|| ChangelogError::NoInputTopic(input_topic.into()))?;
+    match partitions(state_topic)? {
+        Some(found) if found >= needed => return Ok(()),
+        Some(found) => {
+            return Err(ChangelogError::TooFewPartitions {
+                topic: state_topic.into(),
+                input: input_topic.into(),
+                found,
+                needed,
+            })
+        }
+        None => {}
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        client.create().map_err(ChangelogError::Metadata)?;
+    let topic = NewTopic::new(
+        state_topic,
+        needed as i32,
+        TopicReplication::Fixed(replication),
+    )
+    .set("cleanup.policy", "compact");
+    let opts = AdminOptions::new().operation_timeout(Some(timeout));
+    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
+        .map_err(ChangelogError::Metadata)?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(ChangelogError::Create {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    info!(
+        topic = state_topic,
+        partitions = needed,
+        "created the open-task state topic"
+    );
+    Ok(())
+}
+
+/// Reads the changelog partitions `partitions` from the beginning to their end into
+/// `dispatcher`. Transient consume errors are retried until `timeout`; a partition that does
+/// not finish in time is restored as far as it was read (warned: some repeat calls may then
+/// get a second task, which is better than holding back every warning of the partition).
+pub fn restore(
+    consumer_config: &ClientConfig,
+    topic: &str,
+    partitions: &[i32],
+    dispatcher: &Dispatcher,
+    timeout: Duration,
+) -> Result<Restored, ChangelogError> {
+    let mut found = Restored::default();
+    for p in partitions {
+        dispatcher.open_partition(*p);
+    }
+    if partitions.is_empty() {
+        return Ok(found);
+    }
+    let err = |source| ChangelogError::Restore {
+        topic: topic.into(),
+        source,
+    };
+    let mut config = consumer_config.clone();
+    config
+        .set("enable.auto.commit", "false")
+        // The end of each partition is taken from fetch responses, not ListOffsets: the
+        // embedded broker (tansu 0.6) can report a log end short of the real one.
+        .set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<EndIsNotAnError> =
+        config.create_with_context(EndIsNotAnError).map_err(err)?;
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        assignment
+            .add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(err)?;
+    }
+    consumer.assign(&assignment).map_err(err)?;
+
+    let started = Instant::now();
+    let mut remaining = partitions.to_vec();
+    while !remaining.is_empty() {
+        if started.elapsed() > timeout {
+            warn!(
+                topic,
+                partitions_unfinished = ?remaining,
+                "open-task restore timed out; repeat calls on these partitions may get a second task"
+            );
+            break;
+        }
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                remaining.retain(|r| *r != p);
+                continue;
+            }
+            Some(Err(e)) => {
+                warn!(topic, error = %e, "consume error while restoring open tasks; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let callee = m.key().and_then(parse_key);
+        let task = m
+            .payload()
+            .and_then(|v| serde_json::from_slice::<OpenTask>(v).ok());
+        match (callee, task) {
+            (Some(callee), Some(task)) => {
+                dispatcher.restore(m.partition(), callee, task);
+                found.records += 1;
+            }
+            _ => found.unreadable += 1,
+        }
+    }
+    // Entries already past their window on the partition's own clock go straight away.
+    dispatcher.purge_expired();
+    info!(
+        topic,
+        partitions = ?partitions,
+        records = found.records,
+        skipped = found.unreadable,
+        open = dispatcher.open_count(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "restored open tasks"
+    );
+    Ok(found)
+}
+
+/// Reaching the end of a partition is how a restore knows it is done, not a client error.
+struct EndIsNotAnError;
+
+impl ClientContext for EndIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            warn!(error = %error, reason, "kafka client error during open-task restore");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNotAnError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_hold_no_number() {
+        let k = key(0x0123_4567_89ab_cdef);
+        assert_eq!(&k, b"0123456789abcdef");
+        assert_eq!(parse_key(&k), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(parse_key(b"13912345678"), None);
+    }
+}
