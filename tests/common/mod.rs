@@ -205,6 +205,11 @@ impl RunningProcessor {
         true
     }
 
+    /// Whether the processor has stopped (on its own, it only does so on a fatal error).
+    pub fn handle_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
     /// Graceful stop: drain, commit, leave the group.
     pub fn stop(self) {
         self.shutdown.cancel();
