@@ -390,6 +390,21 @@ impl Config {
                 problems.push(format!("dispatch.sla.{level}: must be longer than zero"));
             }
         }
+        // A higher level is more urgent: its deadline may not be later.
+        for ((higher, h), (lower, l)) in [
+            (("critical", d.sla.critical), ("high", d.sla.high)),
+            (("high", d.sla.high), ("medium", d.sla.medium)),
+            (("medium", d.sla.medium), ("low", d.sla.low)),
+        ] {
+            if h > l {
+                problems.push(format!(
+                    "dispatch.sla.{higher}: `{}` is later than dispatch.sla.{lower} (`{}`): \
+                     a higher level must not get a later deadline",
+                    humantime::format_duration(h),
+                    humantime::format_duration(l)
+                ));
+            }
+        }
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             problems.push("kafka.brokers: `embedded` or a bootstrap server list".into());
@@ -581,6 +596,31 @@ mod tests {
         assert_eq!(problems.len(), 5, "{problems:#?}");
         assert!(problems[0].starts_with("grid.roster: file"));
         assert!(problems.iter().any(|p| p.starts_with("metrics.listen")));
+    }
+
+    #[test]
+    fn an_inverted_sla_is_rejected_naming_both_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            "[dispatch.sla]\ncritical = \"1h\"\nmedium = \"48h\"\n",
+        );
+        let err = Config::load_with_env(&path, []).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            problems,
+            &[
+                "dispatch.sla.critical: `1h` is later than dispatch.sla.high (`30m`): \
+                 a higher level must not get a later deadline",
+                "dispatch.sla.medium: `2days` is later than dispatch.sla.low (`1day`): \
+                 a higher level must not get a later deadline",
+            ]
+        );
+        // Equal deadlines are fine.
+        let path = write_config(dir.path(), "[dispatch.sla]\ncritical = \"30m\"\n");
+        Config::load_with_env(&path, []).unwrap();
     }
 
     #[test]
