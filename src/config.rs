@@ -598,6 +598,38 @@ mod tests {
         assert!(problems.iter().any(|p| p.starts_with("metrics.listen")));
     }
 
+    fn load_err(body: &str, env: &[(&str, &str)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), body);
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(&path, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn replication_factor_defaults_to_the_cluster_and_must_be_positive() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load_with_env(
+            &write_config(dir.path(), "[kafka]\nbrokers = \"kafka-1:9092\"\n"),
+            [],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.replication_factor, None);
+        assert_eq!(cfg.kafka.topic_replication(), -1, "the broker's default");
+        let cfg = Config::load_with_env(&write_config(dir.path(), ""), []).unwrap();
+        assert_eq!(cfg.kafka.topic_replication(), 1, "embedded: one broker");
+        let cfg = Config::load_with_env(
+            &write_config(dir.path(), "[kafka]\nreplication_factor = 3\n"),
+            [],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.topic_replication(), 3);
+        let err = load_err("[kafka]\nreplication_factor = 0\n", &[]);
+        assert!(
+            err.contains("kafka.replication_factor: must be at least 1 when given"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn an_inverted_sla_is_rejected_naming_both_keys() {
         let dir = tempfile::tempdir().unwrap();
