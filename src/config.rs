@@ -50,6 +50,50 @@ pub struct Config {
     /// Directory of the config file: relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// Where the values came from, so that problems found after loading (script keys
+    /// checked against the rules) blame the file or the environment variable.
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// The file a [`Config`] was loaded from and the keys the environment overrode.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub path: PathBuf,
+    overrides: Vec<Override>,
+}
+
+/// One `DISSUADE__…` variable: the key path it set (lower case) and its name. The value is
+/// not kept: it may be a secret, and no message may show it.
+#[derive(Debug, Clone)]
+struct Override {
+    key: Vec<String>,
+    var: String,
+}
+
+impl Source {
+    /// The variable that set `key` (dotted) or a table above it; the last one wins, as it
+    /// was applied last.
+    fn var_for(&self, key: &str) -> Option<&str> {
+        let key: Vec<&str> = key.split('.').collect();
+        self.overrides
+            .iter()
+            .rev()
+            .find(|o| o.key.len() <= key.len() && o.key.iter().zip(&key).all(|(a, b)| a == b))
+            .map(|o| o.var.as_str())
+    }
+
+    /// Blames a `key: message` problem on the environment variable that set the key, if one
+    /// did: `environment variable DISSUADE__… (key): message`.
+    fn attribute(&self, problem: String) -> String {
+        let Some((key, message)) = problem.split_once(": ") else {
+            return problem;
+        };
+        match self.var_for(key) {
+            Some(var) => format!("environment variable {var} ({key}): {message}"),
+            None => problem,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +249,7 @@ impl ScriptsConfig {
         hint.and_then(|h| self.by_fraud_type.get(h))
             .unwrap_or(&self.default)
     }
+
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,16 +370,35 @@ impl Config {
                     path: path.to_owned(),
                     message: with_line(&text, &e),
                 })?;
+        let mut overrides = Vec::new();
+        let mut values = Vec::new();
         for (var, value) in env {
-            apply_env_override(&mut doc, &var, &value)?;
+            if let Some((key, value)) = apply_env_override(&mut doc, &var, &value)? {
+                overrides.push(Override { key, var });
+                values.push(value);
+            }
         }
-        let mut config: Config = Config::deserialize(doc).map_err(|e| ConfigError::Parse {
+        let source = Source {
             path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+            overrides,
+        };
+        let mut config: Config = serde_path_to_error::deserialize(doc)
+            .map_err(|e| deserialize_error(e, &source, &values, &text))?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.validate(path)?;
-        Ok(config)
+        let problems: Vec<String> = config
+            .problems()
+            .into_iter()
+            .map(|p| redact(&source.attribute(p), &values))
+            .collect();
+        config.source = source;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
     }
 
     /// Resolves a path from the config file against the file's directory.
@@ -346,7 +410,8 @@ impl Config {
         }
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    /// Every problem, as `key: message`.
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut must_exist = |what: &str, p: &Path| {
             let full = self.resolve(p);
@@ -363,7 +428,7 @@ impl Config {
         }
         if !(self.grid.snap_distance_m.is_finite() && self.grid.snap_distance_m >= 0.0) {
             problems.push(format!(
-                "grid.snap_distance_m: {} is not a distance in metres",
+                "grid.snap_distance_m: `{}` is not a distance in metres",
                 self.grid.snap_distance_m
             ));
         }
@@ -452,22 +517,23 @@ impl Config {
                 self.metrics.listen
             ));
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                path: path.to_owned(),
-                problems,
-            })
-        }
+        problems
     }
 }
 
-/// Applies `DISSUADE__KAFKA__BROKERS=host:9092` as `kafka.brokers = "host:9092"`. A value that
-/// parses as a TOML scalar (number, bool) keeps that type; anything else is a string.
-fn apply_env_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+/// Applies `DISSUADE__KAFKA__BROKERS=host:9092` as `kafka.brokers = "host:9092"` and returns
+/// the key path it set and the value as set, without quotes (`None` for other variables). A value that parses as a TOML scalar
+/// (number, bool) keeps that type; anything else is a string. Values of the string maps
+/// (`kafka.properties`, `kafka.consumer_properties`, `kafka.producer_properties`, `scripts`)
+/// are always strings, taken as written (a password of digits stays a string); surrounding
+/// double quotes, if any, are removed.
+fn apply_env_override(
+    doc: &mut toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<Option<(Vec<String>, String)>, ConfigError> {
     let Some(rest) = var.strip_prefix("DISSUADE__") else {
-        return Ok(());
+        return Ok(None);
     };
     let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
     if keys.iter().any(String::is_empty) {
@@ -476,11 +542,19 @@ fn apply_env_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(
             message: "empty key segment".into(),
         });
     }
-    let parsed = format!("v = {value}")
+    let as_toml = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
-        .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+        .and_then(|mut t| t.remove("v"));
+    let parsed = match as_toml {
+        Some(v @ toml::Value::String(_)) => v,
+        Some(v) if !in_string_map(&keys) => v,
+        _ => toml::Value::String(value.to_owned()),
+    };
+    let shown = match &parsed {
+        toml::Value::String(s) => s.clone(),
+        _ => value.to_owned(),
+    };
     let (last, parents) = keys.split_last().expect("at least one key");
     let mut table = doc;
     for key in parents {
@@ -493,7 +567,91 @@ fn apply_env_override(doc: &mut toml::Table, var: &str, value: &str) -> Result<(
         })?;
     }
     table.insert(last.clone(), parsed);
-    Ok(())
+    Ok(Some((keys, shown)))
+}
+
+/// Whether `keys` names an entry of a map whose values are all strings.
+fn in_string_map(keys: &[String]) -> bool {
+    match keys {
+        [section, _] => section == "scripts",
+        [section, map, _] => {
+            section == "kafka"
+                && matches!(
+                    map.as_str(),
+                    "properties" | "consumer_properties" | "producer_properties"
+                )
+        }
+        _ => false,
+    }
+}
+
+/// Turns a deserialisation error into a message that blames its source: the environment
+/// variable that set the key (without quoting its value), or the file with its line.
+fn deserialize_error(
+    e: serde_path_to_error::Error<toml::de::Error>,
+    source: &Source,
+    values: &[String],
+    text: &str,
+) -> ConfigError {
+    use serde_path_to_error::Segment;
+    let key: Vec<String> = e
+        .path()
+        .iter()
+        .filter_map(|s| match s {
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect();
+    let message = e.inner().message().to_owned();
+    // The variable that set this key or a table above it; or, for an unknown key, the
+    // variable that added it.
+    let blamed = source.overrides.iter().zip(values).rev().find(|(o, _)| {
+        let above = o.key.len() <= key.len() && o.key.iter().zip(&key).all(|(a, b)| a == b);
+        let added = o.key.len() > key.len()
+            && o.key.iter().zip(&key).all(|(a, b)| a == b)
+            && message.contains(&format!("`{}`", o.key[key.len()]));
+        above || added
+    });
+    if let Some((o, value)) = blamed {
+        let message =
+            if message.starts_with("unknown field") || message.starts_with("missing field") {
+                message
+            } else if let Some(at) = message.find("expected ") {
+                format!("invalid value (not shown), {}", &message[at..])
+            } else {
+                redact(&message, std::slice::from_ref(value))
+            };
+        return ConfigError::Env {
+            var: o.var.clone(),
+            message: format!("{}: {message}", o.key.join(".")),
+        };
+    }
+    // From the file: deserialising its text alone gives the line.
+    let message = match toml::from_str::<Config>(text) {
+        Err(e) if e.span().is_some() => with_line(text, &e),
+        _ if key.is_empty() => message,
+        _ => format!("{}: {message}", key.join(".")),
+    };
+    ConfigError::Parse {
+        path: source.path.clone(),
+        message: redact(&message, values),
+    }
+}
+
+/// Replaces environment values quoted in `message` (and longer ones anywhere in it).
+fn redact(message: &str, values: &[String]) -> String {
+    let mut out = message.to_owned();
+    for v in values.iter().filter(|v| !v.is_empty()) {
+        for quoted in [format!("`{v}`"), format!("\"{v}\"")] {
+            out = out.replace(&quoted, "(value from the environment, not shown)");
+        }
+        if v.len() >= 6 {
+            out = out.replace(v.as_str(), "(value from the environment, not shown)");
+        }
+    }
+    out
 }
 
 /// Formats a TOML error with the 1-based line it points at.
@@ -653,6 +811,106 @@ mod tests {
         // Equal deadlines are fine.
         let path = write_config(dir.path(), "[dispatch.sla]\ncritical = \"30m\"\n");
         Config::load_with_env(&path, []).unwrap();
+    }
+
+    #[test]
+    fn string_maps_from_the_environment_stay_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "");
+        let cfg = Config::load_with_env(
+            &path,
+            [
+                (
+                    "DISSUADE__KAFKA__PROPERTIES__SASL.PASSWORD".into(),
+                    "123456".into(),
+                ),
+                (
+                    "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS".into(),
+                    "\"6000\"".into(),
+                ),
+                (
+                    "DISSUADE__KAFKA__PRODUCER_PROPERTIES__ENABLE.IDEMPOTENCE".into(),
+                    "true".into(),
+                ),
+                ("DISSUADE__SCRIPTS__LOAN".into(), "110".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.properties["sasl.password"], "123456");
+        assert_eq!(cfg.kafka.consumer_properties["session.timeout.ms"], "6000");
+        assert_eq!(cfg.kafka.producer_properties["enable.idempotence"], "true");
+        assert_eq!(cfg.scripts.by_fraud_type["loan"], "110");
+    }
+
+    #[test]
+    fn environment_mistakes_name_the_variable_and_never_show_its_value() {
+        for (var, value, key) in [
+            ("DISSUADE__DISPATCH__MAX_OPEN", "lots", "dispatch.max_open"),
+            (
+                "DISSUADE__KAFKA__PROPERTIES",
+                "982451653",
+                "kafka.properties",
+            ),
+            (
+                "DISSUADE__KAFKA__PARTITIONS",
+                "\"s3cr3t\"",
+                "kafka.partitions",
+            ),
+            (
+                "DISSUADE__DISPATCH__SUPPRESSION_WINDOW",
+                "7654321",
+                "dispatch.suppression_window",
+            ),
+            (
+                "DISSUADE__DISPATCH__SURPRESSION_WINDOW",
+                "\"30m\"",
+                "dispatch.surpression_window",
+            ),
+        ] {
+            let err = load_err("", &[(var, value)]);
+            assert!(
+                err.starts_with(&format!("environment variable {var}: {key}: ")),
+                "{err}"
+            );
+            let shown = value.trim_matches('"');
+            assert!(!err.contains(shown) || shown == "30m", "{err}");
+            assert!(!err.contains("dissuade.toml"), "{err}");
+        }
+        // Found by validation: the problem names the variable, and hides the value.
+        let err = load_err(
+            "",
+            &[
+                ("DISSUADE__METRICS__LISTEN", "\"my-secret-host\""),
+                ("DISSUADE__DISPATCH__MAX_OPEN", "0"),
+            ],
+        );
+        assert!(
+            err.contains(
+                "environment variable DISSUADE__METRICS__LISTEN (metrics.listen): \
+                 (value from the environment, not shown) is not an address"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "environment variable DISSUADE__DISPATCH__MAX_OPEN (dispatch.max_open): \
+                 must be at least 1"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("my-secret-host"), "{err}");
+    }
+
+    #[test]
+    fn file_mistakes_name_the_file_and_line() {
+        let err = load_err("[dispatch]\nmax_open = \"lots\"\n", &[]);
+        assert!(err.contains("dissuade.toml: line 8: "), "{err}");
+        // An unrelated override does not take the blame.
+        let err = load_err(
+            "[dispatch]\nmax_open = \"lots\"\n",
+            &[("DISSUADE__DISPATCH__MIN_LEVEL", "\"high\"")],
+        );
+        assert!(err.contains("dissuade.toml: line 8: "), "{err}");
     }
 
     #[test]
