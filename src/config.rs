@@ -224,7 +224,8 @@ impl SlaConfig {
 }
 
 /// Suggested dissuasion scripts by fraud type (`fraud_type_hint`), with a default.
-/// (Every key is a fraud type, so there are no unknown keys to deny.)
+/// Every other key is a fraud type; the rule set knows which exist, so the keys are checked
+/// against it once both are loaded ([`Config::check_scripts`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct ScriptsConfig {
@@ -250,6 +251,55 @@ impl ScriptsConfig {
             .unwrap_or(&self.default)
     }
 
+    /// One problem for each key that is not one of the `known` fraud types (a typo would
+    /// otherwise give victims the generic script), naming the closest known type.
+    pub fn check_fraud_types(&self, known: &[&str]) -> Vec<String> {
+        self.by_fraud_type
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .map(|k| {
+                let hint = match closest(k, known) {
+                    Some(c) => format!("did you mean `{c}`? "),
+                    None => String::new(),
+                };
+                format!(
+                    "scripts.{k}: `{k}` is not a fraud type the rules know ({hint}known: {}; \
+                     declare others in the rule file's `fraud_types`)",
+                    known.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+/// The candidate with the smallest edit distance to `word`, if any is close enough to be a
+/// likely typo (at most a third of the word's length, and at least 2, edits away).
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|&(d, _)| d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +446,25 @@ impl Config {
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Checks the `[scripts]` keys against the fraud types the rule set knows (the rules
+    /// load after the configuration, so this is a separate step).
+    pub fn check_scripts(&self, known_fraud_types: &[&str]) -> Result<(), ConfigError> {
+        let problems: Vec<String> = self
+            .scripts
+            .check_fraud_types(known_fraud_types)
+            .into_iter()
+            .map(|p| self.source.attribute(p))
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: self.source.path.clone(),
                 problems,
             })
         }
@@ -911,6 +980,43 @@ mod tests {
             &[("DISSUADE__DISPATCH__MIN_LEVEL", "\"high\"")],
         );
         assert!(err.contains("dissuade.toml: line 8: "), "{err}");
+    }
+
+    #[test]
+    fn script_keys_must_be_known_fraud_types() {
+        let known = ["impersonate_police", "investment", "loan"];
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(
+            dir.path(),
+            "[scripts]\nimpersonate_polise = \"Hang up.\"\nloan = \"No fee.\"\n",
+        );
+        let cfg = Config::load_with_env(&path, []).unwrap();
+        let err = cfg.check_scripts(&known).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: invalid configuration:\n  - scripts.impersonate_polise: \
+                 `impersonate_polise` is not a fraud type the rules know (did you mean \
+                 `impersonate_police`? known: impersonate_police, investment, loan; declare \
+                 others in the rule file's `fraud_types`)",
+                path.display()
+            )
+        );
+        // No suggestion when nothing is close; set from the environment, the variable is named.
+        let cfg = Config::load_with_env(
+            &write_config(dir.path(), ""),
+            [("DISSUADE__SCRIPTS__ROMANCE".into(), "Hang up.".into())],
+        )
+        .unwrap();
+        let err = cfg.check_scripts(&known).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "environment variable DISSUADE__SCRIPTS__ROMANCE (scripts.romance): `romance` \
+                 is not a fraud type the rules know (known: "
+            ),
+            "{err}"
+        );
+        assert!(cfg.check_scripts(&["romance"]).is_ok());
     }
 
     #[test]

@@ -229,6 +229,11 @@ impl RuleSet {
         &self.rules
     }
 
+    /// Every fraud type a hint may name: the built-in ones and the file's `fraud_types`.
+    pub fn fraud_types(&self) -> impl Iterator<Item = &str> {
+        self.fraud_types.names.iter().map(|n| &**n)
+    }
+
     pub fn thresholds(&self) -> &Thresholds {
         &self.thresholds
     }
