@@ -455,8 +455,11 @@ fn build(
         shapes.push(geometry);
     }
 
-    // Roster: known grid ids, valid roles; grouped by cell, community officers first.
+    // Roster: known grid ids, valid roles, no line twice and one community officer per cell
+    // (tasks go to exactly one); grouped by cell, community officers first.
     let mut rows: Vec<(usize, Role, u64, Officer)> = Vec::with_capacity(roster.len());
+    let mut listed: HashMap<(usize, String), u64> = HashMap::with_capacity(roster.len());
+    let mut community: HashMap<usize, (String, u64)> = HashMap::with_capacity(cells.len());
     for r in roster {
         for (field, value) in [
             ("grid_id", &r.grid_id),
@@ -485,6 +488,29 @@ fn build(
                 role: r.role,
             });
         };
+        if let Some(&first_line) = listed.get(&(cell, r.officer_id.clone())) {
+            return Err(GridError::DuplicateRosterEntry {
+                file: src.roster.into(),
+                line: r.line,
+                grid_id: r.grid_id,
+                officer_id: r.officer_id,
+                first_line,
+            });
+        }
+        listed.insert((cell, r.officer_id.clone()), r.line);
+        if role == Role::CommunityOfficer {
+            if let Some((first, first_line)) = community.get(&cell) {
+                return Err(GridError::SecondCommunityOfficer {
+                    file: src.roster.into(),
+                    line: r.line,
+                    grid_id: r.grid_id,
+                    officer_id: r.officer_id,
+                    first_officer_id: first.clone(),
+                    first_line: *first_line,
+                });
+            }
+            community.insert(cell, (r.officer_id.clone(), r.line));
+        }
         rows.push((
             cell,
             role,

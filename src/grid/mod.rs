@@ -276,6 +276,23 @@ pub enum GridError {
         line: u64,
         grid_id: String,
     },
+    #[error("{}: line {line}: duplicate roster entry: officer {officer_id} in grid {grid_id} (first on line {first_line})", file.display())]
+    DuplicateRosterEntry {
+        file: PathBuf,
+        line: u64,
+        grid_id: String,
+        officer_id: String,
+        first_line: u64,
+    },
+    #[error("{}: line {line}: grid {grid_id} has a second community officer, {officer_id} (the first, {first_officer_id}, is on line {first_line}); tasks go to exactly one", file.display())]
+    SecondCommunityOfficer {
+        file: PathBuf,
+        line: u64,
+        grid_id: String,
+        officer_id: String,
+        first_officer_id: String,
+        first_line: u64,
+    },
     #[error("{}: line {line}: bad role `{role}` (expected community_officer, auxiliary or grid_worker)", file.display())]
     BadRole {
         file: PathBuf,

@@ -1025,6 +1025,49 @@ fn roster_row_with_bad_role_names_the_line_and_role() {
 }
 
 #[test]
+fn duplicate_roster_line_names_both_lines_and_the_ids() {
+    let f = Files::good("roster_duplicate");
+    // The same officer listed twice for g-1 (even with another role) is a mistake.
+    std::fs::write(
+        &f.roster,
+        format!("{ROSTER}g-2,gw-1,李娜,grid_worker,022-23000002\ng-1,gw-1,李娜,auxiliary,022-23000002\n"),
+    )
+    .unwrap();
+    let (e, s) = f.err();
+    assert!(matches!(e, GridError::DuplicateRosterEntry { line: 6, .. }));
+    assert_eq!(
+        s,
+        format!(
+            "{}: line 6: duplicate roster entry: officer gw-1 in grid g-1 (first on line 3)",
+            f.roster.display()
+        )
+    );
+}
+
+#[test]
+fn second_community_officer_for_a_grid_names_both() {
+    let f = Files::good("roster_two_officers");
+    std::fs::write(
+        &f.roster,
+        format!("{ROSTER}g-2,po-2,赵磊,community_officer,022-23000009\ng-1,po-9,钱敏,community_officer,022-23000010\n"),
+    )
+    .unwrap();
+    let (e, s) = f.err();
+    assert!(matches!(
+        e,
+        GridError::SecondCommunityOfficer { line: 6, .. }
+    ));
+    assert_eq!(
+        s,
+        format!(
+            "{}: line 6: grid g-1 has a second community officer, po-9 (the first, po-1, is on \
+             line 2); tasks go to exactly one",
+            f.roster.display()
+        )
+    );
+}
+
+#[test]
 fn in_memory_errors_use_pseudo_file_names() {
     let e = GridMap::from_parts(
         vec![spec("a", rect(0., 0., 1., 1.))],
