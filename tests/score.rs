@@ -26,6 +26,24 @@ fn dissuade(args: &[&str], input: &[u8]) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs the binary with its standard output a pipe whose reader is gone before it writes,
+/// as in `dissuade check | (exit 0)`.
+fn dissuade_with_closed_stdout(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // It may stop reading its input once it finds its output gone.
+    let _ = child.stdin.take().unwrap().write_all(input);
+    child.wait_with_output().unwrap()
+}
+
 fn config() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
     Config::load_with_env(&path, []).expect("sample config loads")
@@ -344,4 +362,28 @@ fn locate_jsonl_keeps_one_output_line_per_input_line() {
     assert_eq!(lines[2]["match"], "snapped");
     assert_eq!(lines[3]["match"], "unmatched");
     assert!(String::from_utf8(out.stderr).unwrap().contains("line 2:"));
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    for (args, input) in [
+        (&["check"][..], &b""[..]),
+        (&["locate", "117.21034", "39.1325"], b""),
+        (
+            &["locate", "--jsonl"],
+            b"{\"lon\":117.21034,\"lat\":39.1325}\n",
+        ),
+        (
+            &["score", "--now", "2026-11-25T10:00:00Z"],
+            EVENTS.as_bytes(),
+        ),
+    ] {
+        let out = dissuade_with_closed_stdout(args, input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error:"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! and latency at a fixed offered rate. Prints a table, then one JSON line (the last line of
 //! stdout) for scripts and BENCHMARKS.md.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -85,13 +86,16 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut progress = |line: &str| eprintln!("bench: {line}");
     let report = bench::run(&config, &opts, &rt, &mut progress)?;
-    print!("{}", table(&report));
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("encoding the report")?
-    );
     // The runtime still holds the embedded broker's tasks; do not wait for them.
     rt.shutdown_background();
+    let mut out = super::stdout();
+    write!(out, "{}", table(&report))?;
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string(&report).context("encoding the report")?
+    )?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -18,60 +19,72 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let rules = pipeline.rules();
     let grid = pipeline.grid();
     let t = rules.thresholds();
-    println!("{}: OK", config_path.display());
-    println!(
+    let mut out = super::stdout();
+    writeln!(out, "{}: OK", config_path.display())?;
+    writeln!(
+        out,
         "rules       {} rules in \"{}\" ({}), version {}",
         rules.rules().len(),
         rules.name(),
         config.resolve(&config.rules.path).display(),
         rules.version()
-    );
-    println!("levels      {t}");
-    println!(
+    )?;
+    writeln!(out, "levels      {t}")?;
+    writeln!(
+        out,
         "grid        {} cells, {} stations, {} roster entries; {} cells with no community officer \
          (their station's duty desk takes their tasks)",
         grid.cells().len(),
         grid.stations().len(),
         grid.officer_count(),
         grid.cells_without_officer()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "cell table  {} base-station cells",
         pipeline.cell_table().len()
-    );
+    )?;
     let d = &config.dispatch;
-    println!(
+    writeln!(
+        out,
         "dispatch    tasks from level {}, suppression window {}, snap distance {} m, \
          unmatched tasks to {}",
         d.min_level,
         humantime::format_duration(d.suppression_window),
         config.grid.snap_distance_m,
         d.fallback_desk
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "kafka       brokers {}, {} → {} (dead letters {}), group {}",
         config.kafka.brokers,
         config.kafka.input_topic,
         config.kafka.task_topic,
         config.kafka.dlq_topic,
         config.kafka.group_id
-    );
+    )?;
     if !warnings.is_empty() {
-        println!(
+        writeln!(
+            out,
             "repaired    {} invalid polygons (set grid.strict = true to reject them instead):",
             warnings.len()
-        );
+        )?;
         let shown = if args.all_warnings {
             warnings.len()
         } else {
             10
         };
         for w in warnings.iter().take(shown) {
-            println!("  - {w}");
+            writeln!(out, "  - {w}")?;
         }
         if warnings.len() > shown {
-            println!("  ... {} more (--all-warnings)", warnings.len() - shown);
+            writeln!(
+                out,
+                "  ... {} more (--all-warnings)",
+                warnings.len() - shown
+            )?;
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -128,8 +129,11 @@ async fn demo(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let report = generator.await.context("generator task")?;
     let result = service.wait().await;
     eprintln!("{}", summary_line(&metrics, started.elapsed(), 0.0));
-    print_totals(&metrics, report.ok().map(|r| r.sent));
+    let mut out = super::stdout();
+    let printed =
+        print_totals(&mut out, &metrics, report.ok().map(|r| r.sent)).and_then(|()| out.flush());
     result?;
+    printed?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -159,26 +163,30 @@ fn summary_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
     )
 }
 
-fn print_totals(m: &Metrics, sent: Option<u64>) {
+fn print_totals(out: &mut impl Write, m: &Metrics, sent: Option<u64>) -> std::io::Result<()> {
     let [_, low, medium, high, critical] = m.tasks_by_level();
     let ([p50, p99, p999], _) = m.end_to_end_quantiles();
-    println!(
+    writeln!(
+        out,
         "events sent        {}",
         sent.map_or("?".into(), |s| s.to_string())
-    );
-    println!("events consumed    {}", m.events_consumed.get());
-    println!(
+    )?;
+    writeln!(out, "events consumed    {}", m.events_consumed.get())?;
+    writeln!(
+        out,
         "tasks              {} (critical {critical}, high {high}, medium {medium}, low {low}), {} upgrades",
         low + medium + high + critical,
         m.upgrades.get()
-    );
-    println!("tasks delivered    {}", m.tasks_delivered.get());
-    println!("suppressed         {}", m.suppressed());
-    println!("dead letters       {}", m.dead_letters());
-    println!(
+    )?;
+    writeln!(out, "tasks delivered    {}", m.tasks_delivered.get())?;
+    writeln!(out, "suppressed         {}", m.suppressed())?;
+    writeln!(out, "dead letters       {}", m.dead_letters())?;
+    writeln!(
+        out,
         "end-to-end         p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
         p50 as f64 / 1000.0,
         p99 as f64 / 1000.0,
         p999 as f64 / 1000.0
-    );
+    )?;
+    Ok(())
 }

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     map.write(&args.out)
         .with_context(|| format!("writing the grid map to {}", args.out.display()))?;
-    println!("{}", map.summary());
+    let mut out = super::stdout();
+    writeln!(out, "{}", map.summary())?;
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -40,8 +40,7 @@ struct Located<'a> {
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let (grid, _) = load_grid(config).context("loading the grid map")?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::stdout();
     if !args.jsonl {
         let (lon, lat) = (args.lon.unwrap_or_default(), args.lat.unwrap_or_default());
         check_point(lon, lat)?;
@@ -64,7 +63,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 bad += 1;
                 eprintln!("line {}: {e}", n + 1);
                 // Keep one output line per input line so results line up with the input.
-                serde_json::to_writer(&mut out, &serde_json::json!({ "error": e.to_string() }))?;
+                let json = serde_json::json!({ "error": e.to_string() });
+                serde_json::to_writer(&mut out, &json).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
             }
         }
@@ -96,7 +96,7 @@ fn write_located(out: &mut impl Write, grid: &GridMap, lon: f64, lat: f64) -> an
         station_id: m.cell.map(|i| grid.station_of(i).station_id.as_str()),
         distance_m: (m.kind == MatchKind::Snapped).then(|| (m.distance_m * 10.0).round() / 10.0),
     };
-    serde_json::to_writer(&mut *out, &located)?;
+    serde_json::to_writer(&mut *out, &located).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
 }

@@ -54,7 +54,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let result = match cli.command {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Locate(args) => locate::run(&load_config(&cli.config)?, args),
         Command::Score(args) => score::run(&load_config(&cli.config)?, args),
@@ -63,7 +63,55 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),
         Command::Generate(args) => generate::run(load_config(&cli.config)?, args),
         Command::Bench(args) => bench::run(load_config(&cli.config)?, args),
+    };
+    match result {
+        // Like any Unix filter: `dissuade check | head -1` is a normal end, not an error.
+        Err(e) if stdout_closed(&e) => Ok(ExitCode::SUCCESS),
+        other => other,
     }
+}
+
+/// Standard output, where every command writes its data (buffered: flush at the end). A
+/// reader that goes away (`| head`) turns into an error that [`run`] treats as a normal end;
+/// `println!` would panic instead.
+pub(crate) fn stdout() -> Stdout {
+    Stdout(std::io::BufWriter::new(std::io::stdout().lock()))
+}
+
+pub(crate) struct Stdout(std::io::BufWriter<std::io::StdoutLock<'static>>);
+
+/// Marks the error of a write to a standard output whose reader has gone.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed by its reader")]
+struct StdoutClosed;
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(mark_closed)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+/// Whether `e` came from writing to a closed standard output (and not from some other
+/// broken pipe, such as a network connection).
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
 }
 
 pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -44,8 +44,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         )),
         None => None,
     };
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
+    let mut out = super::stdout();
     let mut buf = Vec::with_capacity(4096);
     let mut totals = Totals::default();
     let started = Instant::now();
