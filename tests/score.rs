@@ -342,7 +342,7 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
 fn locate_jsonl_keeps_one_output_line_per_input_line() {
     let out = dissuade(
         &["locate", "--jsonl"],
-        b"{\"lon\":117.21034,\"lat\":39.1325}\n{\"lon\":\"x\"}\n{\"lon\":116.745,\"lat\":38.826}\n{\"lon\":116.4,\"lat\":39.9}\n",
+        b"{\"lon\":117.21034,\"lat\":39.1325}\n{\"lon\":\"x\"}\n{\"lon\":116.745,\"lat\":38.826}\n{\"lon\":116.4,\"lat\":39.9}\n\n \r\n{\"lon\":13912345678,\"lat\":39.9}\n\xff\n{\"lon\":117.21034,\"lat\":39.1325}",
     );
     assert_eq!(
         out.status.code(),
@@ -354,14 +354,27 @@ fn locate_jsonl_keeps_one_output_line_per_input_line() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 9, "{lines:#?}");
     assert_eq!(lines[0]["grid_id"], "120101-01-006");
     assert_eq!(lines[0]["match"], "inside");
     assert!(lines[1]["error"].is_string());
     assert_eq!(lines[2]["grid_id"], "120118-15-002");
     assert_eq!(lines[2]["match"], "snapped");
     assert_eq!(lines[3]["match"], "unmatched");
-    assert!(String::from_utf8(out.stderr).unwrap().contains("line 2:"));
+    // Blank lines, a number that may be a phone number, bytes that are not UTF-8: each gives
+    // its error line, and the next line its result.
+    assert!(lines[4]["error"].as_str().unwrap().contains("empty line"));
+    assert!(lines[5]["error"].as_str().unwrap().contains("empty line"));
+    assert_eq!(
+        lines[6]["error"],
+        "lon 139****5678 is not a longitude in [-180, 180]"
+    );
+    assert!(lines[7]["error"].is_string());
+    assert_eq!(lines[8]["grid_id"], "120101-01-006");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("line 2:"), "{stderr}");
+    assert!(stderr.contains("line 5: empty line"), "{stderr}");
+    assert!(!stderr.contains("13912345678"), "{stderr}");
 }
 
 #[test]

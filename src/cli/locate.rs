@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::grid::{GridMap, MatchKind};
 use crate::pipeline::load_grid;
+use crate::privacy::mask_digits;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,22 +49,31 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Exactly one output line per input line, so that results line up with the input: a
+    // blank, malformed or non-UTF-8 line gives an `{"error":..}` line.
     let mut bad = 0usize;
-    for (n, line) in std::io::stdin().lock().lines().enumerate() {
-        let line = line.context("reading stdin")?;
-        if line.trim().is_empty() {
-            continue;
+    for (n, line) in std::io::stdin().lock().split(b'\n').enumerate() {
+        let mut line = line.context("reading stdin")?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
         }
-        let point = serde_json::from_str::<Point>(&line)
-            .map_err(anyhow::Error::from)
-            .and_then(|p| check_point(p.lon, p.lat).map(|_| p));
+        let point = if line.iter().all(u8::is_ascii_whitespace) {
+            Err(anyhow::anyhow!(
+                "empty line, expected {{\"lon\":..,\"lat\":..}}"
+            ))
+        } else {
+            serde_json::from_slice::<Point>(&line)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| check_point(p.lon, p.lat).map(|_| p))
+        };
         match point {
             Ok(p) => write_located(&mut out, &grid, p.lon, p.lat)?,
             Err(e) => {
                 bad += 1;
-                eprintln!("line {}: {e}", n + 1);
-                // Keep one output line per input line so results line up with the input.
-                let json = serde_json::json!({ "error": e.to_string() });
+                // The message may quote the input: a number in it may be a phone number.
+                let message = mask_digits(&e.to_string()).into_owned();
+                eprintln!("line {}: {message}", n + 1);
+                let json = serde_json::json!({ "error": message });
                 serde_json::to_writer(&mut out, &json).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
             }
