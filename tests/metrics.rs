@@ -396,6 +396,19 @@ async fn scrape_shows_exact_counts_for_a_known_input() {
 
     promtool_check(&text);
 
+    // The topic agrees: five tasks, each once (read until it has been quiet for a while, so
+    // that a duplicate would be seen).
+    let tasks = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        5,
+        WAIT,
+    ));
+    assert_eq!(duplicated_ids(&tasks), []);
+    let mut events: Vec<&str> = tasks.iter().map(|t| t.event_id.as_str()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["m1", "m2", "m3", "m5", "m9"]);
+
     shutdown.cancel();
     p.stop();
 }

@@ -101,8 +101,8 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]
     }
 }
 
-/// Reads `topic` from the beginning until `n` records arrived or `timeout` passed.
-pub fn consume(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+/// A consumer of `topic` from its beginning, in a group of its own.
+fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
@@ -112,6 +112,12 @@ pub fn consume(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Reads `topic` from the beginning until `n` records arrived or `timeout` passed.
+pub fn consume(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer = reader(bootstrap, topic);
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while out.len() < n && Instant::now() < deadline {
@@ -122,16 +128,42 @@ pub fn consume(bootstrap: &str, topic: &str, n: usize, timeout: Duration) -> Vec
     out
 }
 
-/// Like [`consume`], then keeps reading for `settle` to catch anything beyond `n`.
+/// How long a topic must stay quiet before [`consume_settled`] takes it as complete.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// Reads `topic` from the beginning until at least `n` records arrived and then none for
+/// [`SETTLE`], so that records beyond `n` (duplicates) are read too; `timeout` bounds the
+/// whole read.
 pub fn consume_settled(
     bootstrap: &str,
     topic: &str,
     n: usize,
     timeout: Duration,
 ) -> Vec<OwnedMessage> {
-    let mut out = consume(bootstrap, topic, usize::MAX, Duration::ZERO);
-    out.extend(consume(bootstrap, topic, n, timeout));
+    let consumer = reader(bootstrap, topic);
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while Instant::now() < deadline && (out.len() < n || last.elapsed() < SETTLE) {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            out.push(m.expect("consume").detach());
+            last = Instant::now();
+        }
+    }
     out
+}
+
+/// Task ids that occur more than once in `tasks`, with their counts.
+pub fn duplicated_ids(tasks: &[TaskSummary]) -> Vec<(String, usize)> {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for t in tasks {
+        *counts.entry(t.task_id.as_str()).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .filter(|&(_, n)| n > 1)
+        .map(|(id, n)| (id.to_string(), n))
+        .collect()
 }
 
 pub fn tasks_of(messages: &[OwnedMessage]) -> Vec<TaskSummary> {
