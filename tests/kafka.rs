@@ -451,3 +451,36 @@ async fn a_crash_mid_stream_loses_no_task_and_redelivery_keeps_task_ids() {
         assert_eq!(t.event_id, expected_by_id[&t.task_id].event_id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_topics_get_the_configured_replication_factor() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 2);
+    let replicas = |topic: &str| {
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        md.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.replicas().len())
+            .collect::<Vec<_>>()
+    };
+    // Unset: the cluster's default (-1), which the embedded broker takes as 1.
+    let k = cfg.kafka.clone();
+    dissuade::kafka::ensure_topics(&k, &k.brokers, &[&k.input_topic])
+        .await
+        .unwrap();
+    assert_eq!(replicas(&k.input_topic), [1, 1]);
+    cfg.kafka.replication_factor = Some(2);
+    let k = &cfg.kafka;
+    dissuade::kafka::ensure_topics(k, &k.brokers, &[&k.task_topic])
+        .await
+        .unwrap();
+    assert_eq!(replicas(&k.task_topic), [2, 2]);
+}
