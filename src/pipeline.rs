@@ -130,6 +130,8 @@ pub enum LoadError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     Grid(#[from] GridError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 pub struct Pipeline {
@@ -166,6 +168,8 @@ impl Pipeline {
     /// polygons that were repaired on load.
     pub fn load(config: &Config) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
         let rules = RuleSet::load(&config.resolve(&config.rules.path))?;
+        // Script keys are fraud types: only the rule set knows which exist.
+        config.check_scripts(&rules.fraud_types().collect::<Vec<_>>())?;
         let (grid, warnings) = load_grid(config)?;
         let cells = match &config.grid.cell_table {
             Some(p) => CellTable::load(&config.resolve(p))?,
@@ -230,12 +234,13 @@ impl Pipeline {
         out: &mut Vec<u8>,
         timer: &mut impl StageTimer,
     ) -> Outcome {
-        let event = match Event::decode_with(payload, &self.input.limits())
-            .and_then(|e| self.check_time(e, now_ms))
-        {
+        let event = match Event::decode_with(payload, &self.input.limits()) {
             Ok(e) => e,
             Err(e) => return Outcome::Rejected(e),
         };
+        if let Err(e) = self.check_time(&event, now_ms) {
+            return Outcome::Rejected(e);
+        }
         timer.lap(Stage::Decode);
         let score = self.rules.score(&event);
         timer.lap(Stage::Score);
@@ -253,7 +258,7 @@ impl Pipeline {
 
     /// Rejects events dated too far ahead of `now_ms` (or, when configured, too far behind):
     /// a clock or unit error must not become a task, nor move event time by years.
-    fn check_time<'a>(&self, event: Event<'a>, now_ms: i64) -> Result<Event<'a>, EventError> {
+    fn check_time(&self, event: &Event<'_>, now_ms: i64) -> Result<(), EventError> {
         let at = event.occurred_at_ms;
         let skew = self.input.max_future_skew.as_millis() as i64;
         let describe = |ms: i64| {
@@ -285,7 +290,7 @@ impl Pipeline {
                 });
             }
         }
-        Ok(event)
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -303,7 +308,7 @@ impl Pipeline {
         if level < self.dispatch.min_level {
             return Action::BelowThreshold;
         }
-        let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
+        let task_id = TaskId::for_event_of(&event.event_id, callee);
         let decided =
             self.dispatcher
                 .decide(callee, level, event.occurred_at_ms, task_id, partition);

@@ -44,6 +44,22 @@ fn dissuade_with_closed_stdout(args: &[&str], input: &[u8]) -> std::process::Out
     child.wait_with_output().unwrap()
 }
 
+/// The sample configuration copied into `dir` with `edit` applied, its paths still pointing
+/// at the shipped rules and grid.
+fn edited_config(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let config = std::fs::read_to_string(root.join("dissuade.toml"))
+        .unwrap()
+        .replace("\"grid/", &format!("\"{}/grid/", root.display()))
+        .replace(
+            "\"rules.toml\"",
+            &format!("\"{}/rules.toml\"", root.display()),
+        );
+    let path = dir.join("dissuade.toml");
+    std::fs::write(&path, edit(config)).unwrap();
+    path
+}
+
 fn config() -> Config {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
     Config::load_with_env(&path, []).expect("sample config loads")
@@ -399,4 +415,28 @@ fn a_closed_stdout_ends_every_command_quietly() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn check_command_names_a_mistyped_script_key_and_the_closest_fraud_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = edited_config(dir.path(), |c| {
+        c.replacen("impersonate_police = ", "impersonate_polise = ", 1)
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{}: invalid configuration:\n  - scripts.impersonate_polise: `impersonate_polise` \
+             is not a fraud type the rules know (did you mean `impersonate_police`?",
+            path.display()
+        )),
+        "{stderr}"
+    );
 }
