@@ -15,10 +15,11 @@
 //! numbers. State is bounded by `max_open`: at the bound, the oldest entry of the partition
 //! is evicted (and counted) to make room.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Level;
@@ -125,7 +126,8 @@ pub struct Decided {
 
 #[derive(Debug, Default)]
 struct PartitionState {
-    open: HashMap<u64, OpenTask>,
+    /// Keys are already hashes (see [`callee_key`]): a cheap hasher is enough.
+    open: FxHashMap<u64, OpenTask>,
     /// (opened_at_ms, callee) in insertion order. An item whose entry was since replaced is
     /// stale and skipped when it reaches the front.
     expiry: VecDeque<(i64, u64)>,
@@ -158,7 +160,8 @@ impl PartitionState {
 
 #[derive(Debug)]
 pub struct Dispatcher {
-    partitions: RwLock<HashMap<i32, Mutex<PartitionState>>>,
+    /// Indexed by input partition: partition ids are small and dense.
+    partitions: RwLock<Vec<Option<Mutex<PartitionState>>>>,
     window_ms: i64,
     max_open: usize,
     open_count: AtomicUsize,
@@ -185,14 +188,18 @@ impl Dispatcher {
 
     /// Runs `f` on `partition`'s state, creating it when new.
     fn with_partition<R>(&self, partition: i32, f: impl FnOnce(&mut PartitionState) -> R) -> R {
+        let i = usize::try_from(partition).expect("Kafka partitions are not negative");
         {
             let parts = self.partitions.read().expect("partitions lock");
-            if let Some(p) = parts.get(&partition) {
+            if let Some(Some(p)) = parts.get(i) {
                 return f(&mut p.lock().expect("partition lock"));
             }
         }
         let mut parts = self.partitions.write().expect("partitions lock");
-        let p = parts.entry(partition).or_default();
+        if parts.len() <= i {
+            parts.resize_with(i + 1, || None);
+        }
+        let p = parts[i].get_or_insert_with(Mutex::default);
         f(p.get_mut().expect("partition lock"))
     }
 
@@ -289,7 +296,7 @@ impl Dispatcher {
         let horizon = 2 * self.window_ms;
         let parts = self.partitions.read().expect("partitions lock");
         let mut dropped = 0;
-        for p in parts.values() {
+        for p in parts.iter().flatten() {
             let mut st = p.lock().expect("partition lock");
             let watermark = st.watermark_ms;
             while let Some(live) = st.pop_front_if(|at| watermark.saturating_sub(at) >= horizon) {
@@ -305,7 +312,7 @@ impl Dispatcher {
         let mut parts = self.partitions.write().expect("partitions lock");
         let dropped: usize = partitions
             .iter()
-            .filter_map(|p| parts.remove(p))
+            .filter_map(|&p| parts.get_mut(usize::try_from(p).ok()?)?.take())
             .map(|st| st.into_inner().expect("partition lock").open.len())
             .sum();
         self.open_count.fetch_sub(dropped, Ordering::Relaxed);
@@ -314,10 +321,8 @@ impl Dispatcher {
 
     /// Whether state for `partition` is held (assigned and restored, or seen).
     pub fn holds(&self, partition: i32) -> bool {
-        self.partitions
-            .read()
-            .expect("partitions lock")
-            .contains_key(&partition)
+        let parts = self.partitions.read().expect("partitions lock");
+        usize::try_from(partition).is_ok_and(|i| matches!(parts.get(i), Some(Some(_))))
     }
 
     /// Starts empty state for `partition` (restored entries then go into it).

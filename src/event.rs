@@ -232,16 +232,21 @@ impl<'a> Event<'a> {
             sms_with_link: raw.sms_with_link,
             fraud_type_hint: raw.fraud_type_hint,
         };
-        event.validate(limits)?;
-        if let Cow::Owned(n) = phone::canonical(&event.callee_number)
-            .map_err(|e| callee_error(&event.callee_number, e))?
-        {
-            event.callee_number = Cow::Owned(n);
+        // A field cannot be longer than the record: most records skip the length checks.
+        if bytes.len() > limits.max_field_bytes {
+            event.check_field_lengths(limits)?;
+        }
+        event.validate()?;
+        if !phone::is_canonical_mobile(event.callee_number.as_bytes()) {
+            let canonical = phone::canonical(&event.callee_number)
+                .map_err(|e| callee_error(&event.callee_number, e))?
+                .into_owned();
+            event.callee_number = Cow::Owned(canonical);
         }
         Ok(event)
     }
 
-    fn validate(&self, limits: &Limits) -> Result<(), EventError> {
+    fn check_field_lengths(&self, limits: &Limits) -> Result<(), EventError> {
         for (field, value) in [
             ("event_id", Some(&self.event_id)),
             ("caller_number", Some(&self.caller_number)),
@@ -260,6 +265,10 @@ impl<'a> Event<'a> {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), EventError> {
         if self.event_id.is_empty() {
             return Err(EventError::InvalidField {
                 field: "event_id".into(),

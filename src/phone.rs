@@ -109,7 +109,10 @@ fn national_form(n: String) -> Result<String, PhoneError> {
     }
 }
 
-fn is_canonical_mobile(b: &[u8]) -> bool {
+/// Whether `b` is already a canonical mainland mobile: the common case, checked inline by
+/// callers before [`canonical`].
+#[inline]
+pub fn is_canonical_mobile(b: &[u8]) -> bool {
     b.len() == 11
         && b[0] == b'1'
         && (b'3'..=b'9').contains(&b[1])

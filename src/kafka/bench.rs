@@ -187,6 +187,7 @@ pub fn run(
     k.input_topic = topic("in");
     k.task_topic = topic("tasks");
     k.dlq_topic = topic("dlq");
+    k.state_topic = topic("state");
     let copy_topic = topic("copy");
     rt.block_on(ensure_topics(
         &k,
@@ -249,7 +250,7 @@ pub fn run(
         rt,
         &k,
         &bootstrap,
-        &[&k.input_topic, &k.task_topic, &k.dlq_topic],
+        &[&k.input_topic, &k.task_topic, &k.dlq_topic, &k.state_topic],
         progress,
     );
 
@@ -262,6 +263,7 @@ pub fn run(
             kl.input_topic = topic(&format!("{tag}-in"));
             kl.task_topic = topic(&format!("{tag}-tasks"));
             kl.dlq_topic = topic(&format!("{tag}-dlq"));
+            kl.state_topic = topic(&format!("{tag}-state"));
             kl.group_id = topic(&format!("{tag}-group"));
             kl
         };
@@ -320,7 +322,12 @@ pub fn run(
             rt,
             &kl,
             &bootstrap,
-            &[&kl.input_topic, &kl.task_topic, &kl.dlq_topic],
+            &[
+                &kl.input_topic,
+                &kl.task_topic,
+                &kl.dlq_topic,
+                &kl.state_topic,
+            ],
             progress,
         );
         (Some(l), baseline)
