@@ -206,13 +206,20 @@ async fn a_far_future_event_is_dead_lettered_and_cannot_switch_off_suppression()
     // Housekeeping (expiry) runs every second: give it a few turns before the repeat is
     // judged, as the five-year watermark used to empty the state.
     std::thread::sleep(Duration::from_millis(2500));
+    // Keyed by another spelling of its callee: processed, and counted as a key mismatch
+    // (the producer's partitioning may split this person over two partitions).
+    let (_, spelled) = event("spelled", now - 20_000, "13800000009", HIGH);
     produce(
         &cfg.kafka.brokers,
         &cfg.kafka.input_topic,
-        &[event("repeat-later", now - 30_000, "13800000001", HIGH)],
+        &[
+            event("repeat-later", now - 30_000, "13800000001", HIGH),
+            ("+86 138 0000 0009".to_string(), spelled),
+        ],
     )
     .await;
-    assert!(p.wait_consumed(4, WAIT));
+    assert!(p.wait_consumed(5, WAIT));
+    assert_eq!(p.metrics.key_mismatches.get(), 1);
 
     let tasks = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
     assert_eq!(
@@ -220,7 +227,7 @@ async fn a_far_future_event_is_dead_lettered_and_cannot_switch_off_suppression()
             .iter()
             .map(|t| t.event_id.as_str())
             .collect::<Vec<_>>(),
-        ["first"],
+        ["first", "spelled"],
         "the repeats are suppressed"
     );
     let dead = read_all(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, QUIET);

@@ -895,13 +895,13 @@ fn delivery(r: &Record, output: Output) -> Box<Delivery> {
     })
 }
 
-/// Whether the record's key is its callee's canonical number. Input is partitioned by key,
-/// so a key that is another spelling (or not the number at all) can put one person's events
-/// on two partitions, and so on two instances' state.
+/// Whether the record's key is, byte for byte, its callee's canonical number. Input is
+/// partitioned by the key's bytes, so another spelling of the same number (`+86 139…`), or a
+/// key that is not the number at all, can put one person's events on two partitions, and so
+/// on two instances' state.
 fn key_matches(key: Option<&[u8]>, callee: u64) -> bool {
     key.and_then(|k| std::str::from_utf8(k).ok())
-        .and_then(|k| crate::phone::canonical(k).ok())
-        .is_some_and(|k| callee_key(&k) == callee)
+        .is_some_and(|k| callee_key(k) == callee)
 }
 
 fn dead_letter(shared: &Shared, r: &Record, letter: &DeadLetter<'_>) {
