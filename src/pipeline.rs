@@ -31,8 +31,10 @@ pub struct Scored {
     /// Indexes of the rules that fired, into [`RuleSet::rules`].
     pub fired: Fired,
     pub occurred_at_ms: i64,
-    /// The callee's key (see [`callee_key`]).
-    pub callee: u64,
+    /// Whether the record's key is, byte for byte, the canonical callee number (`None` when
+    /// no key was given). Input is partitioned by the key's bytes, so another spelling, or
+    /// a key that is not the number, can put one person on two partitions.
+    pub key_matches: Option<bool>,
     pub action: Action,
 }
 
@@ -222,13 +224,15 @@ impl Pipeline {
         now_ms: i64,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        self.process_timed(payload, partition, now_ms, out, &mut NoTimer)
+        self.process_timed(payload, None, partition, now_ms, out, &mut NoTimer)
     }
 
-    /// [`Pipeline::process`], reporting the end of each stage to `timer`.
+    /// [`Pipeline::process`] for a record with `key`, reporting the end of each stage to
+    /// `timer`.
     pub fn process_timed(
         &self,
         payload: &[u8],
+        key: Option<&[u8]>,
         partition: i32,
         now_ms: i64,
         out: &mut Vec<u8>,
@@ -244,14 +248,13 @@ impl Pipeline {
         timer.lap(Stage::Decode);
         let score = self.rules.score(&event);
         timer.lap(Stage::Score);
-        let callee = callee_key(&event.callee_number);
-        let action = self.act(&event, callee, &score, partition, now_ms, out, timer);
+        let action = self.act(&event, &score, partition, now_ms, out, timer);
         Outcome::Scored(Scored {
             level: score.level,
             score: score.total,
             fired: score.fired,
             occurred_at_ms: event.occurred_at_ms,
-            callee,
+            key_matches: key.map(|k| k == event.callee_number.as_bytes()),
             action,
         })
     }
@@ -293,11 +296,9 @@ impl Pipeline {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn act(
         &self,
         event: &Event<'_>,
-        callee: u64,
         score: &Score,
         partition: i32,
         now_ms: i64,
@@ -308,6 +309,7 @@ impl Pipeline {
         if level < self.dispatch.min_level {
             return Action::BelowThreshold;
         }
+        let callee = callee_key(&event.callee_number);
         let task_id = TaskId::for_event_of(&event.event_id, callee);
         let decided =
             self.dispatcher

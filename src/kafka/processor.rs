@@ -37,10 +37,9 @@ use tracing::{error, info, warn};
 use super::offsets::PartitionOffsets;
 use super::{changelog, consumer_config, producer_config, KafkaSetupError};
 use crate::config::KafkaConfig;
-use crate::dispatch::callee_key;
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::pipeline::{Action, Laps, Outcome, Pipeline, Stage};
+use crate::pipeline::{Action, Laps, NoTimer, Outcome, Pipeline, Stage};
 
 /// Dead-letter headers: why the record was rejected and where it came from.
 pub const HEADER_ERROR: &str = "dissuade.error";
@@ -811,11 +810,12 @@ fn process_record(
     };
     buf.clear();
     let now = chrono::Utc::now().timestamp_millis();
+    let key = r.key.as_deref();
     let outcome = if timed {
         let mut laps = Laps::start();
         let o = shared
             .pipeline
-            .process_timed(payload, r.partition, now, buf, &mut laps);
+            .process_timed(payload, key, r.partition, now, buf, &mut laps);
         for stage in Stage::ALL {
             if let Some(d) = laps.laps[stage as usize] {
                 metrics.observe_stage(stage, d);
@@ -823,7 +823,9 @@ fn process_record(
         }
         o
     } else {
-        shared.pipeline.process(payload, r.partition, now, buf)
+        shared
+            .pipeline
+            .process_timed(payload, key, r.partition, now, buf, &mut NoTimer)
     };
     metrics.record(&outcome);
     match outcome {
@@ -839,7 +841,7 @@ fn process_record(
             dead_letter(shared, r, &letter);
         }
         Outcome::Scored(s) => {
-            if !key_matches(r.key.as_deref(), s.callee) {
+            if s.key_matches != Some(true) {
                 metrics.key_mismatches.inc();
             }
             match s.action {
@@ -893,15 +895,6 @@ fn delivery(r: &Record, output: Output) -> Box<Delivery> {
         offset: r.offset,
         output,
     })
-}
-
-/// Whether the record's key is, byte for byte, its callee's canonical number. Input is
-/// partitioned by the key's bytes, so another spelling of the same number (`+86 139…`), or a
-/// key that is not the number at all, can put one person's events on two partitions, and so
-/// on two instances' state.
-fn key_matches(key: Option<&[u8]>, callee: u64) -> bool {
-    key.and_then(|k| std::str::from_utf8(k).ok())
-        .is_some_and(|k| callee_key(k) == callee)
 }
 
 fn dead_letter(shared: &Shared, r: &Record, letter: &DeadLetter<'_>) {
