@@ -21,8 +21,6 @@ use dissuade::task::TaskSummary;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 
 const WAIT: Duration = Duration::from_secs(60);
-/// A topic is read to its end once nothing new arrived for this long.
-const QUIET: Duration = Duration::from_secs(3);
 
 /// Outcomes worked out from config/rules.toml: `blacklisted` alone is high (60), a bank
 /// impersonation alone is medium (40), police impersonation from overseas to an elderly
@@ -59,37 +57,6 @@ fn copies(tasks: &[TaskSummary]) -> BTreeMap<String, Vec<TaskSummary>> {
     by_id
 }
 
-/// Reads every record of `topic` until none arrives for `quiet` (bounded by [`WAIT`]).
-fn read_all(bootstrap: &str, topic: &str, quiet: Duration) -> Vec<OwnedMessage> {
-    let mut out = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    let consumer = reader(bootstrap, topic);
-    let mut last = Instant::now();
-    while Instant::now() < deadline && last.elapsed() < quiet {
-        if let Some(m) =
-            rdkafka::consumer::BaseConsumer::poll(&consumer, Duration::from_millis(100))
-        {
-            out.push(m.expect("consume").detach());
-            last = Instant::now();
-        }
-    }
-    out
-}
-
-fn reader(bootstrap: &str, topic: &str) -> rdkafka::consumer::BaseConsumer {
-    use rdkafka::consumer::Consumer;
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "5")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oversized_record_is_dead_lettered_cut_to_fit_and_the_next_event_gets_its_task() {
     let broker = start_broker().await;
@@ -110,7 +77,12 @@ async fn an_oversized_record_is_dead_lettered_cut_to_fit_and_the_next_event_gets
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &records).await;
     assert!(p.wait_consumed(2, WAIT));
 
-    let tasks = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let tasks = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        1,
+        WAIT,
+    ));
     assert_eq!(
         tasks
             .iter()
@@ -118,7 +90,7 @@ async fn an_oversized_record_is_dead_lettered_cut_to_fit_and_the_next_event_gets
             .collect::<Vec<_>>(),
         ["after-big"]
     );
-    let dead = read_all(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, QUIET);
+    let dead = consume_settled(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 1, WAIT);
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     let max = cfg.input.max_record_bytes;
@@ -166,10 +138,15 @@ async fn an_output_the_broker_refuses_is_dead_lettered_and_processing_goes_on() 
     let p = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &records).await;
     assert!(p.wait_consumed(2, WAIT));
-    let tasks = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let tasks = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        1,
+        WAIT,
+    ));
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].event_id, "after-bad");
-    let dead = read_all(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, QUIET);
+    let dead = consume_settled(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 1, WAIT);
     assert_eq!(dead.len(), 1);
     let d = &dead[0];
     assert_eq!(header(d, HEADER_ERROR_KIND), Some("output_rejected"));
@@ -221,7 +198,12 @@ async fn a_far_future_event_is_dead_lettered_and_cannot_switch_off_suppression()
     assert!(p.wait_consumed(5, WAIT));
     assert_eq!(p.metrics.key_mismatches.get(), 1);
 
-    let tasks = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let tasks = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        2,
+        WAIT,
+    ));
     assert_eq!(
         tasks
             .iter()
@@ -230,7 +212,7 @@ async fn a_far_future_event_is_dead_lettered_and_cannot_switch_off_suppression()
         ["first", "spelled"],
         "the repeats are suppressed"
     );
-    let dead = read_all(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, QUIET);
+    let dead = consume_settled(&cfg.kafka.brokers, &cfg.kafka.dlq_topic, 1, WAIT);
     assert_eq!(dead.len(), 1);
     assert_eq!(header(&dead[0], HEADER_ERROR_FIELD), Some("occurred_at"));
     assert_eq!(header(&dead[0], HEADER_ERROR_KIND), Some("out_of_range"));
@@ -293,7 +275,12 @@ async fn a_redelivered_upgrade_keeps_its_kind_and_its_original_is_not_lost() {
     let first = RunningProcessor::start(&cfg);
     produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &records).await;
     assert!(first.wait_consumed(2, WAIT));
-    let before = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let before = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        2,
+        WAIT,
+    ));
     first.stop();
     assert_eq!(before.len(), 2);
     assert_eq!(
@@ -308,7 +295,12 @@ async fn a_redelivered_upgrade_keeps_its_kind_and_its_original_is_not_lost() {
     again.kafka.group_id = unique("redelivery");
     let second = RunningProcessor::start(&again);
     assert!(second.wait_consumed(2, WAIT));
-    let all = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let all = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        4,
+        WAIT,
+    ));
     assert!(
         second.metrics.state_restored.get() >= 1,
         "state came from the changelog"
@@ -325,31 +317,7 @@ async fn a_redelivered_upgrade_keeps_its_kind_and_its_original_is_not_lost() {
 
 /// `dissuade run` on `cfg`'s broker and topics, with its metrics on `port`.
 fn spawn_instance(cfg: &dissuade::config::Config, port: u16) -> std::process::Child {
-    let k = &cfg.kafka;
-    std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("run")
-        .env("DISSUADE__KAFKA__BROKERS", &k.brokers)
-        .env(
-            "DISSUADE__KAFKA__INPUT_TOPIC",
-            format!("\"{}\"", k.input_topic),
-        )
-        .env(
-            "DISSUADE__KAFKA__TASK_TOPIC",
-            format!("\"{}\"", k.task_topic),
-        )
-        .env("DISSUADE__KAFKA__DLQ_TOPIC", format!("\"{}\"", k.dlq_topic))
-        .env(
-            "DISSUADE__KAFKA__STATE_TOPIC",
-            format!("\"{}\"", k.state_topic),
-        )
-        .env("DISSUADE__KAFKA__GROUP_ID", format!("\"{}\"", k.group_id))
-        .env("DISSUADE__KAFKA__COMMIT_INTERVAL", "\"100ms\"")
-        // A killed member keeps its partitions until its session times out (45 s default).
-        .env(
-            "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
-            "\"6000\"",
-        )
+    run_command(cfg)
         .env("DISSUADE__METRICS__LISTEN", format!("\"127.0.0.1:{port}\""))
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::null())
@@ -422,7 +390,7 @@ async fn when_the_owner_of_a_partition_is_killed_the_survivor_still_suppresses_t
     });
     let owner = if consumed(0) == 1.0 { 0 } else { 1 };
     let survivor = 1 - owner;
-    let first = read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET);
+    let first = consume_settled(&cfg.kafka.brokers, &cfg.kafka.task_topic, 1, WAIT);
     assert_eq!(first.len(), 1);
     // Let the owner commit the event's offset, then kill it without warning.
     std::thread::sleep(Duration::from_millis(500));
@@ -449,7 +417,12 @@ async fn when_the_owner_of_a_partition_is_killed_the_survivor_still_suppresses_t
     instances[survivor].kill().unwrap();
     instances[survivor].wait().unwrap();
 
-    let tasks = tasks_of(&read_all(&cfg.kafka.brokers, &cfg.kafka.task_topic, QUIET));
+    let tasks = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        1,
+        WAIT,
+    ));
     assert_eq!(
         tasks
             .iter()

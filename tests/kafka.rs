@@ -348,37 +348,6 @@ fn spawn_run(cfg: &dissuade::config::Config) -> std::process::Child {
         .expect("dissuade run starts")
 }
 
-/// `dissuade run` against `cfg`'s broker, with `cfg`'s topics and group.
-fn run_command(cfg: &dissuade::config::Config) -> std::process::Command {
-    let k = &cfg.kafka;
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .arg("run")
-        .env("DISSUADE__KAFKA__BROKERS", &k.brokers)
-        .env(
-            "DISSUADE__KAFKA__INPUT_TOPIC",
-            format!("\"{}\"", k.input_topic),
-        )
-        .env(
-            "DISSUADE__KAFKA__TASK_TOPIC",
-            format!("\"{}\"", k.task_topic),
-        )
-        .env("DISSUADE__KAFKA__DLQ_TOPIC", format!("\"{}\"", k.dlq_topic))
-        .env(
-            "DISSUADE__KAFKA__STATE_TOPIC",
-            format!("\"{}\"", k.state_topic),
-        )
-        .env("DISSUADE__KAFKA__GROUP_ID", format!("\"{}\"", k.group_id))
-        .env("DISSUADE__KAFKA__COMMIT_INTERVAL", "\"100ms\"")
-        // A killed member keeps its partitions until its session times out (45 s default).
-        .env(
-            "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
-            "\"6000\"",
-        )
-        .env("DISSUADE__METRICS__LISTEN", "\"\"");
-    c
-}
-
 /// Ignored: the embedded broker cannot resume a partition from a committed offset inside a
 /// record batch (tansu 0.6 returns no records for a fetch that starts mid-batch: 200
 /// records in one batch read back from offset 0, none from 1, 50, 100 or 199). When the kill

@@ -102,7 +102,7 @@ pub async fn produce(bootstrap: &str, topic: &str, records: &[(String, Vec<u8>)]
 }
 
 /// A consumer of `topic` from its beginning, in a group of its own.
-fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
+pub fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("reader"))
@@ -303,4 +303,35 @@ pub fn synthetic_events(
             (synth.callee_number(v).to_string(), buf)
         })
         .collect()
+}
+
+/// `dissuade run` against `cfg`'s broker, with `cfg`'s topics and group.
+pub fn run_command(cfg: &dissuade::config::Config) -> std::process::Command {
+    let k = &cfg.kafka;
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg("run")
+        .env("DISSUADE__KAFKA__BROKERS", &k.brokers)
+        .env(
+            "DISSUADE__KAFKA__INPUT_TOPIC",
+            format!("\"{}\"", k.input_topic),
+        )
+        .env(
+            "DISSUADE__KAFKA__TASK_TOPIC",
+            format!("\"{}\"", k.task_topic),
+        )
+        .env("DISSUADE__KAFKA__DLQ_TOPIC", format!("\"{}\"", k.dlq_topic))
+        .env(
+            "DISSUADE__KAFKA__STATE_TOPIC",
+            format!("\"{}\"", k.state_topic),
+        )
+        .env("DISSUADE__KAFKA__GROUP_ID", format!("\"{}\"", k.group_id))
+        .env("DISSUADE__KAFKA__COMMIT_INTERVAL", "\"100ms\"")
+        // A killed member keeps its partitions until its session times out (45 s default).
+        .env(
+            "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
+            "\"6000\"",
+        )
+        .env("DISSUADE__METRICS__LISTEN", "\"\"");
+    c
 }
