@@ -2,11 +2,20 @@
 //!
 //! As Kafka Streams keeps a state store per task, each input partition's open tasks are
 //! written to the same-numbered partition of a compacted changelog topic (key: the callee's
-//! 64-bit hash, never the number; value: the [`OpenTask`] as JSON). Whenever a partition is
-//! assigned (at start, or when another instance of the group dies or scales in) its state is
-//! read back from its changelog partition before any of its records are processed, and it is
-//! dropped when the partition goes. A changelog write is one of the outputs of the record that
-//! caused it: the input offset is committed only once it is acknowledged.
+//! 64-bit hash, never the number; value: the [`OpenTask`] as JSON with the input offset that
+//! produced it). Whenever a partition is assigned (at start, or when another instance of the
+//! group dies or scales in) its state is read back from its changelog partition before any of
+//! its records are processed, and it is dropped when the partition goes. A changelog write is
+//! one of the outputs of the record that caused it: the input offset is committed only once it
+//! is acknowledged.
+//!
+//! The restore takes the state *as of the group's committed offset*: records written for
+//! input offsets at or past it are skipped, because those input records are delivered again
+//! and write them again. Restoring them would let a redelivered event meet state from its own
+//! future (a task opened by a later event, a clock moved past its window) and decide
+//! differently the second time. Compaction must not remove the last record below the
+//! committed offset in favour of one above it, so the topic keeps every record for
+//! [`MIN_COMPACTION_LAG`] before compacting.
 //!
 //! The service creates the topic itself when it is missing, with the input topic's partition
 //! count and `cleanup.policy=compact`, and refuses to start when an existing one has fewer
@@ -23,7 +32,14 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use thiserror::Error;
 use tracing::{info, warn};
 
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
 use crate::dispatch::{Dispatcher, OpenTask};
+
+/// How long the state topic keeps every record before compaction may drop superseded ones:
+/// longer than an instance stays down with uncommitted work (see the module docs).
+pub const MIN_COMPACTION_LAG: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Error)]
 pub enum ChangelogError {
@@ -43,6 +59,12 @@ pub enum ChangelogError {
     },
     #[error("creating state topic {topic}: {reason}")]
     Create { topic: String, reason: String },
+    #[error("reading the committed offsets of {topic}: {source}")]
+    Committed {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
     #[error("restoring open tasks from {topic}: {source}")]
     Restore {
         topic: String,
@@ -64,15 +86,32 @@ fn parse_key(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// The changelog record value of an open task.
-pub fn value(task: &OpenTask, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, task).expect("an open task always serializes");
+/// A changelog record value: the open task and the input offset whose processing wrote it
+/// (absent in records of earlier versions, which restore as they are).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateValue {
+    #[serde(flatten)]
+    task: OpenTask,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source_offset: Option<i64>,
+}
+
+/// The changelog record value of an open task written while processing input offset
+/// `source_offset`.
+pub fn value(task: &OpenTask, source_offset: i64, out: &mut Vec<u8>) {
+    let v = StateValue {
+        task: *task,
+        source_offset: Some(source_offset),
+    };
+    serde_json::to_writer(out, &v).expect("an open task always serializes");
 }
 
 /// What a restore read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {
     pub records: u64,
+    /// Records written for input offsets at or past the committed one, left for redelivery.
+    pub ahead: u64,
     /// Records this version cannot read (skipped and counted, never fatal).
     pub unreadable: u64,
 }
@@ -114,12 +153,14 @@ pub fn ensure_topic(
     }
     let admin: AdminClient<DefaultClientContext> =
         client.create().map_err(ChangelogError::Metadata)?;
+    let lag_ms = MIN_COMPACTION_LAG.as_millis().to_string();
     let topic = NewTopic::new(
         state_topic,
         needed as i32,
         TopicReplication::Fixed(replication),
     )
-    .set("cleanup.policy", "compact");
+    .set("cleanup.policy", "compact")
+    .set("min.compaction.lag.ms", &lag_ms);
     let opts = AdminOptions::new().operation_timeout(Some(timeout));
     let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
         .map_err(ChangelogError::Metadata)?;
@@ -143,11 +184,14 @@ pub fn ensure_topic(
 }
 
 /// Reads the changelog partitions `partitions` from the beginning to their end into
-/// `dispatcher`. Transient consume errors are retried until `timeout`; a partition that does
-/// not finish in time is restored as far as it was read (warned: some repeat calls may then
-/// get a second task, which is better than holding back every warning of the partition).
+/// `dispatcher`, as of the consumer group's committed offsets of the same partitions of
+/// `input_topic` (see the module docs). Transient consume errors are retried until
+/// `timeout`; a partition that does not finish in time is restored as far as it was read
+/// (warned: some repeat calls may then get a second task, which is better than holding back
+/// every warning of the partition).
 pub fn restore(
     consumer_config: &ClientConfig,
+    input_topic: &str,
     topic: &str,
     partitions: &[i32],
     dispatcher: &Dispatcher,
@@ -172,6 +216,7 @@ pub fn restore(
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer<EndIsNotAnError> =
         config.create_with_context(EndIsNotAnError).map_err(err)?;
+    let resume_at = resume_offsets(&consumer, input_topic, partitions, timeout)?;
     let mut assignment = TopicPartitionList::new();
     for p in partitions {
         assignment
@@ -182,6 +227,7 @@ pub fn restore(
 
     let started = Instant::now();
     let mut remaining = partitions.to_vec();
+    let mut latest: FxHashMap<(i32, u64), OpenTask> = FxHashMap::default();
     while !remaining.is_empty() {
         if started.elapsed() > timeout {
             warn!(
@@ -205,16 +251,26 @@ pub fn restore(
             Some(Ok(m)) => m,
         };
         let callee = m.key().and_then(parse_key);
-        let task = m
+        let value = m
             .payload()
-            .and_then(|v| serde_json::from_slice::<OpenTask>(v).ok());
-        match (callee, task) {
-            (Some(callee), Some(task)) => {
-                dispatcher.restore(m.partition(), callee, task);
-                found.records += 1;
+            .and_then(|v| serde_json::from_slice::<StateValue>(v).ok());
+        match (callee, value) {
+            (Some(callee), Some(v)) => {
+                let resume = resume_at.get(&m.partition()).copied().unwrap_or(i64::MAX);
+                if v.source_offset.is_some_and(|o| o >= resume) {
+                    found.ahead += 1;
+                } else {
+                    // The producer is idempotent, so log order is processing order: a
+                    // later record for the callee supersedes an earlier one.
+                    latest.insert((m.partition(), callee), v.task);
+                    found.records += 1;
+                }
             }
             _ => found.unreadable += 1,
         }
+    }
+    for ((partition, callee), task) in latest {
+        dispatcher.restore(partition, callee, task);
     }
     // Entries already past their window on the partition's own clock go straight away.
     dispatcher.purge_expired();
@@ -222,12 +278,46 @@ pub fn restore(
         topic,
         partitions = ?partitions,
         records = found.records,
+        ahead_of_commit = found.ahead,
         skipped = found.unreadable,
         open = dispatcher.open_count(),
         took_ms = started.elapsed().as_millis() as u64,
         "restored open tasks"
     );
     Ok(found)
+}
+
+/// Where the group resumes each of `partitions` of `input_topic`: its committed offset, or
+/// the partition's first offset when nothing is committed (`auto.offset.reset=earliest`).
+fn resume_offsets(
+    consumer: &BaseConsumer<EndIsNotAnError>,
+    input_topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<FxHashMap<i32, i64>, ChangelogError> {
+    let err = |source| ChangelogError::Committed {
+        topic: input_topic.into(),
+        source,
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(input_topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).map_err(err)?;
+    let mut out = FxHashMap::default();
+    for e in committed.elements() {
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => {
+                consumer
+                    .fetch_watermarks(input_topic, e.partition(), timeout)
+                    .map_err(err)?
+                    .0
+            }
+        };
+        out.insert(e.partition(), at);
+    }
+    Ok(out)
 }
 
 /// Reaching the end of a partition is how a restore knows it is done, not a client error.
@@ -253,5 +343,19 @@ mod tests {
         assert_eq!(&k, b"0123456789abcdef");
         assert_eq!(parse_key(&k), Some(0x0123_4567_89ab_cdef));
         assert_eq!(parse_key(b"13912345678"), None);
+    }
+
+    #[test]
+    fn values_carry_their_source_offset_and_older_ones_still_read() {
+        let task: OpenTask = serde_json::from_str(
+            r#"{"task_id":"00000000000000000000000000000001","level":"high","opened_at_ms":5}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        value(&task, 42, &mut out);
+        let back: StateValue = serde_json::from_slice(&out).unwrap();
+        assert_eq!((back.task, back.source_offset), (task, Some(42)));
+        let old: StateValue = serde_json::from_str(&serde_json::to_string(&task).unwrap()).unwrap();
+        assert_eq!((old.task, old.source_offset), (task, None));
     }
 }

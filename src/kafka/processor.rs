@@ -509,6 +509,7 @@ impl ConsumerContext for ConsumerCtx {
                     .collect();
                 match changelog::restore(
                     &s.restore_config,
+                    &s.input_topic,
                     &s.state_topic,
                     &new,
                     dispatcher,
@@ -865,7 +866,7 @@ fn process_record(
                     produce(shared, task);
                     if let Some((callee, open)) = t.state {
                         state_buf.clear();
-                        changelog::value(&open, state_buf);
+                        changelog::value(&open, r.offset, state_buf);
                         let key = changelog::key(callee);
                         let state = BaseRecord::with_opaque_to(
                             &shared.state_topic,
