@@ -348,15 +348,10 @@ fn spawn_run(cfg: &dissuade::config::Config) -> std::process::Child {
         .expect("dissuade run starts")
 }
 
-/// Ignored: the embedded broker cannot resume a partition from a committed offset inside a
-/// record batch (tansu 0.6 returns no records for a fetch that starts mid-batch: 200
-/// records in one batch read back from offset 0, none from 1, 50, 100 or 199). When the kill
-/// lands mid-stream, the restarted instance stalls on such partitions and the test fails,
-/// although the committed offsets are right (seen: partition 2 committed at 649 with tasks
-/// delivered up to 685, the redelivery window). It needs a real Kafka broker:
-/// `cargo test --test kafka -- --ignored` with the brokers of one in `sample_config`.
+/// Kills `dissuade run` mid-stream and restarts it: the restarted instance resumes each
+/// partition from its committed offset, which usually lies inside a record batch (the
+/// embedded broker returns the containing batch, as Kafka does; see tests/broker.rs).
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "the embedded broker (tansu 0.6) cannot fetch from an offset inside a record batch"]
 async fn a_crash_mid_stream_loses_no_task_and_redelivery_keeps_task_ids() {
     let Scenario {
         broker: _broker,

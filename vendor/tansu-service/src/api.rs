@@ -11,6 +11,9 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-service): ApiVersions v3+
+// tagged fields left out; see vendor/README.md for provenance and the diff.
 
 use std::{collections::BTreeMap, marker::PhantomData, sync::Arc};
 
@@ -42,12 +45,19 @@ where
         _ctx: Context<State>,
         _req: ApiVersionsRequest,
     ) -> Result<Self::Response, Self::Error> {
+        // The v3+ tagged fields (SupportedFeatures, FinalizedFeaturesEpoch,
+        // FinalizedFeatures, ZkMigrationReady) are left out rather than sent
+        // with their default values: Apache Kafka omits default-valued tagged
+        // fields, and librdkafka before 2.2.0 (e.g. Debian's kcat 1.7.1 with
+        // librdkafka 2.0.2) skips one byte too few per tagged field
+        // (confluentinc/librdkafka#4253, fixed by 8c8f8b9), so the -1 epoch
+        // (ff x 8) made it fail with "Local: Read underflow".
         Ok::<_, E>(
             ApiVersionsResponse::default()
-                .finalized_features(Some([].into()))
-                .finalized_features_epoch(Some(-1))
-                .supported_features(Some([].into()))
-                .zk_migration_ready(Some(false))
+                .finalized_features(None)
+                .finalized_features_epoch(None)
+                .supported_features(None)
+                .zk_migration_ready(None)
                 .error_code(ErrorCode::None.into())
                 .api_keys(Some(
                     RootMessageMeta::messages()

@@ -11,6 +11,9 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-storage): backports of upstream
+// fixes to the fetch path; see vendor/README.md for provenance and the diff.
 
 //! Dynamic Object Storage engine (S3, memory, ...)
 
@@ -92,9 +95,26 @@ pub struct DynoStore {
     lake: Option<House>,
     watermarks: Arc<Mutex<BTreeMap<Topition, OptiCon<Watermark>>>>,
     meta: OptiCon<Meta>,
+    batch_index: Arc<Mutex<BTreeMap<Topition, BatchIndex>>>,
 
     object_store: Arc<DynObjectStore>,
 }
+
+/// Base offsets of the record batch objects of one partition, kept in
+/// process so that a fetch need not list every batch object of the
+/// partition. Batches produced through this store are added as they are
+/// written; batches already in the object store when the process started
+/// (s3://) are listed once, on the first fetch of the partition. Assumes
+/// this process is the only writer of the partition (true for memory://).
+#[derive(Clone, Debug, Default)]
+struct BatchIndex {
+    loaded: bool,
+    bases: BTreeSet<i64>,
+}
+
+/// Upper bound on the batches one storage fetch reads; the fetch service
+/// calls again from the end of the last batch while bytes remain.
+const MAX_BATCHES_PER_FETCH: usize = 1_024;
 
 type Group = String;
 type Offset = i64;
@@ -355,6 +375,7 @@ impl DynoStore {
 
             watermarks: Arc::new(Mutex::new(BTreeMap::new())),
             meta: OptiCon::<Meta>::new(cluster),
+            batch_index: Arc::new(Mutex::new(BTreeMap::new())),
             object_store: Arc::new(Cache::new(
                 Metron::new(object_store, cluster),
                 Duration::from_millis(5_000),
@@ -641,6 +662,10 @@ impl Storage for DynoStore {
                 .delete_stream(locations)
                 .try_collect::<Vec<Path>>()
                 .await?;
+
+            self.batch_index
+                .lock()?
+                .retain(|topition, _| topition.topic != metadata.topic.name);
 
             let prefix = Path::from(format!("clusters/{}/groups/consumers/", self.cluster));
 
@@ -979,6 +1004,14 @@ impl Storage for DynoStore {
                 .inspect(|outcome| debug!(?outcome, transaction_id, ?topition))
                 .inspect_err(|error| error!(?error, transaction_id, ?topition))?;
 
+            _ = self
+                .batch_index
+                .lock()?
+                .entry(topition.to_owned())
+                .or_default()
+                .bases
+                .insert(offset);
+
             Ok(offset)
         }
     }
@@ -1003,7 +1036,13 @@ impl Storage for DynoStore {
 
         let mut offsets = BTreeSet::new();
 
-        if offset < high_watermark {
+        let loaded = self
+            .batch_index
+            .lock()?
+            .get(topition)
+            .is_some_and(|index| index.loaded);
+
+        if offset < high_watermark && !loaded {
             let location = Path::from(format!(
                 "clusters/{}/topics/{}/partitions/{:0>10}/records/",
                 self.cluster, topition.topic, topition.partition
@@ -1026,29 +1065,70 @@ impl Storage for DynoStore {
                 let offset = i64::from_str(&offset.as_ref()[0..20])?;
                 debug!(offset);
 
-                if offset < high_watermark {
-                    _ = offsets.insert(offset);
-                }
+                _ = offsets.insert(offset);
             }
+
+            let mut batch_index = self.batch_index.lock()?;
+            let index = batch_index.entry(topition.to_owned()).or_default();
+            index.bases.append(&mut offsets);
+            index.loaded = true;
+        }
+
+        if offset < high_watermark {
+            let batch_index = self.batch_index.lock()?;
+
+            if let Some(index) = batch_index.get(topition) {
+                // the batch holding the fetch offset (greatest base offset at
+                // or below it) and those after it, below the high watermark
+                let start = index
+                    .bases
+                    .range(..=offset)
+                    .next_back()
+                    .copied()
+                    .unwrap_or(offset);
+
+                offsets.extend(
+                    index
+                        .bases
+                        .range(start..high_watermark)
+                        .take(MAX_BATCHES_PER_FETCH),
+                );
+            }
+        }
+
+        let mut wanted = offsets.split_off(&offset);
+
+        // Backport of upstream 87db6ea154e1bf792418ecae522cf953b59b5d21
+        // ("storage: return the batch containing a mid-batch fetch offset"):
+        // the fetch offset can fall inside a batch that starts before it;
+        // Kafka returns that batch whole, leaving the client to skip the
+        // records below the fetch offset. The preceding batch is dropped
+        // after decoding if it ends before the fetch offset.
+        if wanted.first().copied() != Some(offset)
+            && let Some(preceding) = offsets.pop_last()
+        {
+            _ = wanted.insert(preceding);
         }
 
         let mut batches = vec![];
 
         let mut bytes = max_bytes as u64;
 
-        for offset in offsets.split_off(&offset) {
-            debug!(?offset);
+        for base_offset in wanted {
+            debug!(?base_offset);
 
             let location = Path::from(format!(
                 "clusters/{}/topics/{}/partitions/{:0>10}/records/{:0>20}.batch",
-                self.cluster, topition.topic, topition.partition, offset,
+                self.cluster, topition.topic, topition.partition, base_offset,
             ));
 
             let get_result = self
                 .object_store
                 .get(&location)
                 .await
-                .inspect_err(|error| error!(?error, ?topition, ?offset, ?min_bytes, ?max_bytes))
+                .inspect_err(|error| {
+                    error!(?error, ?topition, ?base_offset, ?min_bytes, ?max_bytes)
+                })
                 .map_err(|_| Error::Api(ErrorCode::UnknownServerError))?;
 
             let size = get_result.meta.size;
@@ -1059,12 +1139,15 @@ impl Storage for DynoStore {
                 .inspect_err(|error| error!(?error, %location))
                 .map_err(|_| Error::Api(ErrorCode::UnknownServerError))
                 .and_then(|encoded| self.decode(encoded))?;
-            batch.base_offset = offset;
-            batches.push(batch);
+            batch.base_offset = base_offset;
 
-            if size > bytes {
-                break;
-            } else {
+            if base_offset + i64::from(batch.last_offset_delta) >= offset {
+                batches.push(batch);
+
+                if size > bytes {
+                    break;
+                }
+
                 bytes = bytes.saturating_sub(size);
             }
         }

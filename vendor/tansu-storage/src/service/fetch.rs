@@ -11,6 +11,9 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-storage): backports of upstream
+// fixes to the fetch path; see vendor/README.md for provenance and the diff.
 
 use std::time::{Duration, Instant};
 
@@ -171,18 +174,27 @@ impl FetchService {
             *max_bytes =
                 u32::try_from(fetched.byte_size()).map(|bytes| max_bytes.saturating_sub(bytes))?;
 
-            offset += fetched
-                .iter()
-                .map(|batch| batch.record_count as i64)
-                .sum::<i64>();
-
             debug!(?offset, ?fetched);
 
             if fetched.is_empty() || fetched.first().is_some_and(|batch| batch.record_count == 0) {
                 break;
-            } else {
-                batches.append(&mut fetched);
             }
+
+            // Backport of upstream fb4334f68b471354742412a04581ee74a330117a
+            // ("fix: fetch service where offset isn't contiguous"): continue
+            // after the last batch returned, not at fetch offset + record
+            // count, which overshoots (and can skip a whole batch) once the
+            // first batch returned starts before the fetch offset.
+            if let Some(latest) = fetched
+                .iter()
+                .map(|batch| batch.base_offset + batch.record_count as i64)
+                .max()
+                .inspect(|latest| debug!(latest))
+            {
+                offset = latest;
+            }
+
+            batches.append(&mut fetched);
         }
 
         let offset_stage = ctx
@@ -349,6 +361,14 @@ impl FetchService {
                     ?bytes,
                     ?min_bytes
                 );
+
+                // Backport of the early return in upstream
+                // e2a6eab1e48025d44208160c517d9e895be028fe ("propagate max_wait
+                // into storage"): answer as soon as min_bytes are available
+                // instead of sleeping first (up to max_wait / 2 per fetch).
+                if bytes > min_bytes {
+                    break;
+                }
 
                 sleep(if remaining.as_millis() >= 250 {
                     remaining / 2

@@ -1,0 +1,126 @@
+//! The embedded broker behaves like Kafka where clients depend on it: a fetch that starts
+//! inside a record batch, and an ApiVersions answer that older librdkafka (Debian's kcat)
+//! can parse. See vendor/README.md for the patches these tests hold in place.
+#![cfg(feature = "embedded-broker")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{start_broker, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+/// Sends `n` records fast enough, with a long linger, that librdkafka packs them into one
+/// batch; returns the offsets the broker gave them.
+async fn produce_one_batch(bootstrap: &str, topic: &str, n: usize) -> Vec<i64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "200")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..n)
+        .map(|i| {
+            let payload = format!("record {i}");
+            producer
+                .send_result(FutureRecord::<(), _>::to(topic).payload(&payload))
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect();
+    let mut offsets = Vec::new();
+    for s in sends {
+        offsets.push(s.await.unwrap().unwrap().offset);
+    }
+    offsets
+}
+
+/// Reads partition 0 of `topic` from `from` until it has been quiet for a second.
+fn read_from(bootstrap: &str, topic: &str, from: i64) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("midbatch"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "20")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(from))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while last.elapsed() < Duration::from_secs(1) && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            got.push(m.unwrap().offset());
+            last = Instant::now();
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_from_inside_a_batch_returns_the_rest_of_it() {
+    let broker = start_broker().await;
+    let topic = unique("midbatch");
+    let cfg = common::sample_config(&broker.bootstrap(), 1);
+    dissuade::kafka::ensure_topics(&cfg.kafka, &broker.bootstrap(), &[&topic])
+        .await
+        .unwrap();
+    let offsets = produce_one_batch(&broker.bootstrap(), &topic, 200).await;
+    assert_eq!(offsets, (0..200).collect::<Vec<_>>());
+
+    for from in [0, 1, 50, 199] {
+        let got = read_from(&broker.bootstrap(), &topic, from);
+        assert_eq!(
+            got,
+            (from..200).collect::<Vec<_>>(),
+            "reading from offset {from}"
+        );
+    }
+}
+
+/// librdkafka before 2.2 (Debian's kcat 1.7.1 has 2.0.2) skips one byte too few for each
+/// tagged field it does not know, so a broker must leave default-valued tagged fields out of
+/// ApiVersions v3, as Apache Kafka does. This sends the request librdkafka 2.0.2 sends and
+/// checks that the response ends with an empty tagged-field section.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_versions_v3_carries_no_default_tagged_fields() {
+    let broker = start_broker().await;
+    let mut s = std::net::TcpStream::connect(broker.bootstrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let compact = |v: &str| [&[v.len() as u8 + 1][..], v.as_bytes()].concat();
+    let mut req = Vec::new();
+    req.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    req.extend_from_slice(&3i16.to_be_bytes());
+    req.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+    req.extend_from_slice(&4i16.to_be_bytes());
+    req.extend_from_slice(b"kcat");
+    req.push(0); // header tagged fields
+    req.extend_from_slice(&compact("librdkafka"));
+    req.extend_from_slice(&compact("2.0.2"));
+    req.push(0); // body tagged fields
+    s.write_all(&(req.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(&req).unwrap();
+
+    let mut size = [0u8; 4];
+    s.read_exact(&mut size).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(size) as usize];
+    s.read_exact(&mut resp).unwrap();
+    let body = &resp[4..]; // after the correlation id (response header v0)
+    assert_eq!(&body[..2], &[0, 0], "error code");
+    let api_keys = body[2] as usize - 1;
+    assert!(api_keys > 10, "{api_keys} api keys");
+    // error code, array length, 7 bytes per key (key, min, max, no tags), throttle time
+    let tags_at = 2 + 1 + 7 * api_keys + 4;
+    assert_eq!(
+        &body[tags_at..],
+        &[0],
+        "the top-level tagged fields of a {}-byte body",
+        body.len()
+    );
+}
