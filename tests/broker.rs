@@ -124,3 +124,53 @@ async fn api_versions_v3_carries_no_default_tagged_fields() {
         body.len()
     );
 }
+
+/// Exactly eleven digits starting 13-19: a mainland mobile number, not part of a longer run
+/// (millisecond timestamps have thirteen digits).
+fn mobile_numbers(text: &str) -> Vec<&str> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter(|run| run.len() == 11 && run.starts_with('1') && run.as_bytes()[1] >= b'3')
+        .collect()
+}
+
+#[test]
+fn a_demo_at_trace_level_logs_no_phone_number() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .args(["demo", "--events", "1500", "--rate", "1500"])
+        .env("RUST_LOG", "trace")
+        .env("DISSUADE__METRICS__LISTEN", "\"127.0.0.1:0\"")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("demo runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    assert!(
+        stderr.contains("tansu"),
+        "the broker logged nothing, so this test would prove nothing"
+    );
+    for (name, text) in [("stderr", &stderr), ("stdout", &stdout)] {
+        let found = mobile_numbers(text);
+        assert!(
+            found.is_empty(),
+            "{} phone numbers on {name}, e.g. in: {}",
+            found.len(),
+            text.lines()
+                .find(|l| !mobile_numbers(l).is_empty())
+                .unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn mobile_numbers_are_found_and_timestamps_are_not() {
+    assert_eq!(
+        mobile_numbers(r#"b"{\"callee_number\":\"13912345678\"}" at 1795480200000"#),
+        ["13912345678"]
+    );
+    assert!(mobile_numbers("139****5678 offset=12345678901234").is_empty());
+}

@@ -7,6 +7,7 @@ mod demo;
 mod gen_grid;
 mod generate;
 mod locate;
+mod logging;
 mod run;
 mod score;
 
@@ -118,16 +119,9 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("loading configuration {}", path.display()))
 }
 
-/// Logs go to stderr (stdout carries data); `RUST_LOG` filters. By default this crate logs
-/// at `info` and its dependencies (the embedded broker logs every request at `info`) at
-/// `warn`.
+/// Sets up logging: see [`logging`].
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dissuade=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    logging::init();
 }
 
 pub(crate) fn now_ms() -> i64 {
