@@ -309,6 +309,12 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Port of the embedded broker (loopback only).
     pub embedded_port: u16,
+    /// What the embedded broker keeps of each partition of a non-compacted topic (it keeps
+    /// records in memory): at most this many bytes, and nothing older than
+    /// `embedded_retention`. A consumer further behind loses the oldest records, as on Kafka.
+    pub embedded_retention_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub embedded_retention: Duration,
     pub group_id: String,
     pub input_topic: String,
     pub task_topic: String,
@@ -351,6 +357,8 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: EMBEDDED.into(),
             embedded_port: 9092,
+            embedded_retention_bytes: 128 * 1024 * 1024,
+            embedded_retention: Duration::from_secs(3600),
             group_id: "dissuade".into(),
             input_topic: "suspicious-calls".into(),
             task_topic: "dissuasion-tasks".into(),
@@ -542,6 +550,13 @@ impl Config {
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
             problems.push("kafka.brokers: `embedded` or a bootstrap server list".into());
+        }
+        if k.embedded_retention_bytes < 1024 * 1024 || k.embedded_retention.is_zero() {
+            problems.push(
+                "kafka.embedded_retention_bytes / embedded_retention: at least 1 MiB and more \
+                 than 0s (they bound what the embedded broker keeps of each partition)"
+                    .into(),
+            );
         }
         for (name, topic) in [
             ("kafka.input_topic", &k.input_topic),

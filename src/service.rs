@@ -65,7 +65,14 @@ impl Service {
 
         #[cfg(feature = "embedded-broker")]
         let (broker, bootstrap) = if k.is_embedded() {
-            let b = crate::kafka::embedded::EmbeddedBroker::start(k.embedded_port).await?;
+            let b = crate::kafka::embedded::EmbeddedBroker::start(
+                k.embedded_port,
+                crate::kafka::embedded::Retention {
+                    bytes: Some(k.embedded_retention_bytes),
+                    age: Some(k.embedded_retention),
+                },
+            )
+            .await?;
             let bootstrap = b.bootstrap();
             info!(%bootstrap, "embedded broker listening (loopback only)");
             (Some(b), bootstrap)

@@ -9,6 +9,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::{start_broker, unique};
+use dissuade::kafka::embedded::{EmbeddedBroker, Retention};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -173,4 +176,85 @@ fn mobile_numbers_are_found_and_timestamps_are_not() {
         ["13912345678"]
     );
     assert!(mobile_numbers("139****5678 offset=12345678901234").is_empty());
+}
+
+/// Sends `n` records of `size` bytes to partition 0 of `topic`, a few at a time so that
+/// they form many batches, and waits for every delivery.
+async fn produce_many(bootstrap: &str, topic: &str, n: usize, size: usize) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "0")
+        .set("batch.num.messages", "10")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; size];
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
+        let sends: Vec<_> = chunk
+            .iter()
+            .map(|i| {
+                let key = format!("k{}", i % 50);
+                producer
+                    .send_result(
+                        FutureRecord::to(topic)
+                            .partition(0)
+                            .key(&key)
+                            .payload(&payload),
+                    )
+                    .map_err(|(e, _)| e)
+                    .unwrap()
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_bounds_a_partition_but_keeps_compacted_topics_whole() {
+    let broker = EmbeddedBroker::start(
+        0,
+        Retention {
+            bytes: Some(1024 * 1024),
+            age: None,
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = broker.bootstrap();
+    let cfg = common::sample_config(&bootstrap, 1);
+    let (plain, compacted) = (unique("plain"), unique("compacted"));
+    dissuade::kafka::ensure_topics(&cfg.kafka, &bootstrap, &[&plain])
+        .await
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    admin
+        .create_topics(
+            [&NewTopic::new(&compacted, 1, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+
+    // 4 MiB into each: four times the bound.
+    for topic in [&plain, &compacted] {
+        produce_many(&bootstrap, topic, 1000, 4096).await;
+    }
+    let kept = read_from(&bootstrap, &plain, 0);
+    assert!(
+        (200..=300).contains(&kept.len()),
+        "{} of 1000 records of 4 KiB kept under a 1 MiB bound",
+        kept.len()
+    );
+    assert_eq!(kept.last(), Some(&999), "the newest records stay");
+    assert_eq!(
+        kept,
+        (kept[0]..1000).collect::<Vec<_>>(),
+        "what stays is the tail"
+    );
+    assert_eq!(read_from(&bootstrap, &compacted, 0).len(), 1000);
 }

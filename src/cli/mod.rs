@@ -2,6 +2,8 @@
 //! context here (`anyhow`); the library below returns typed errors.
 
 mod bench;
+#[cfg(feature = "embedded-broker")]
+mod broker;
 mod check;
 mod demo;
 mod gen_grid;
@@ -52,6 +54,10 @@ pub enum Command {
     Generate(generate::Args),
     /// Benchmark end to end through Kafka: throughput against a pass-through baseline, latency.
     Bench(bench::Args),
+    /// Run the embedded Kafka-compatible broker alone on loopback (for development, other
+    /// tools and tests).
+    #[cfg(feature = "embedded-broker")]
+    Broker(broker::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -64,6 +70,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),
         Command::Generate(args) => generate::run(load_config(&cli.config)?, args),
         Command::Bench(args) => bench::run(load_config(&cli.config)?, args),
+        #[cfg(feature = "embedded-broker")]
+        Command::Broker(args) => broker::run(load_config(&cli.config)?, args),
     };
     match result {
         // Like any Unix filter: `dissuade check | head -1` is a normal end, not an error.

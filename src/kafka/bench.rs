@@ -474,7 +474,11 @@ fn start_broker(
     }
     #[cfg(feature = "embedded-broker")]
     {
-        let b = rt.block_on(super::embedded::EmbeddedBroker::start(0))?;
+        // Unbounded: a benchmark's input is written before it is read, and must all stay.
+        let b = rt.block_on(super::embedded::EmbeddedBroker::start(
+            0,
+            Default::default(),
+        ))?;
         let bootstrap = b.bootstrap();
         Ok((Broker::InProcess(b), bootstrap))
     }
@@ -513,7 +517,10 @@ fn spawn_broker_process() -> anyhow::Result<(Broker, String)> {
 /// `dissuade bench --serve-broker PORT`: the embedded broker alone, until stdin closes.
 #[cfg(feature = "embedded-broker")]
 pub fn serve_broker(port: u16, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    let b = rt.block_on(super::embedded::EmbeddedBroker::start(port))?;
+    let b = rt.block_on(super::embedded::EmbeddedBroker::start(
+        port,
+        Default::default(),
+    ))?;
     println!("listening {}", b.bootstrap());
     use std::io::{Read, Write};
     std::io::stdout().flush()?;

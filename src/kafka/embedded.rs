@@ -1,6 +1,7 @@
-//! A Kafka-compatible broker in this process (tansu, in-memory storage), so the demo and the
-//! tests run the real Kafka path with nothing installed. It listens on loopback only and
-//! keeps every record in memory: bound the runs that use it.
+//! A Kafka-compatible broker in this process (tansu with the patches in `vendor/`, in-memory
+//! storage), so the demo and the tests run the real Kafka path with nothing installed. It
+//! listens on loopback only and keeps its records in memory, within a [`Retention`] per
+//! partition (compacted topics, such as the open-task state, are kept whole).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -13,6 +14,31 @@ use url::Url;
 
 use super::KafkaSetupError;
 
+/// How much of each partition of a non-compacted topic the broker keeps: older batches go
+/// first once either bound is passed, as with Kafka's `retention.bytes` and `retention.ms`
+/// (which a topic's own configs override). `None` is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub bytes: Option<u64>,
+    pub age: Option<Duration>,
+}
+
+impl Retention {
+    /// The storage URL that carries this retention to tansu's memory store.
+    fn storage_url(&self) -> Url {
+        let mut url = Url::parse("memory://tansu/").expect("static URL");
+        if let Some(b) = self.bytes {
+            url.query_pairs_mut()
+                .append_pair("retention.bytes", &b.to_string());
+        }
+        if let Some(age) = self.age {
+            url.query_pairs_mut()
+                .append_pair("retention.ms", &age.as_millis().to_string());
+        }
+        url
+    }
+}
+
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     task: JoinHandle<()>,
@@ -21,12 +47,12 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker on `127.0.0.1:port` (0 picks a free port) and waits until it
     /// accepts connections.
-    pub async fn start(port: u16) -> Result<EmbeddedBroker, KafkaSetupError> {
+    pub async fn start(port: u16, retention: Retention) -> Result<EmbeddedBroker, KafkaSetupError> {
         let port = if port == 0 { free_port()? } else { port };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let url = Url::parse(&format!("tcp://{addr}"))
             .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
-        let storage = Url::parse("memory://tansu/").expect("static URL");
+        let storage = retention.storage_url();
         let mut broker = Broker::<Controller<StorageContainer>, StorageContainer>::builder()
             .node_id(tansu_broker::NODE_ID)
             .cluster_id("dissuade-embedded")
@@ -81,4 +107,25 @@ fn free_port() -> Result<u16, KafkaSetupError> {
     Ok(l.local_addr()
         .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_travels_in_the_storage_url() {
+        assert_eq!(
+            Retention::default().storage_url().as_str(),
+            "memory://tansu/"
+        );
+        let r = Retention {
+            bytes: Some(1024),
+            age: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            r.storage_url().as_str(),
+            "memory://tansu/?retention.bytes=1024&retention.ms=60000"
+        );
+    }
 }

@@ -58,7 +58,7 @@ pub fn init_logging() {
 
 pub async fn start_broker() -> EmbeddedBroker {
     init_logging();
-    EmbeddedBroker::start(0)
+    EmbeddedBroker::start(0, Default::default())
         .await
         .expect("embedded broker starts")
 }

@@ -13,12 +13,13 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): backports of upstream
-// fixes to the fetch path; see vendor/README.md for provenance and the diff.
+// fixes to the fetch path, and size/age retention of record batches; see
+// vendor/README.md for provenance and the diff.
 
 //! Dynamic Object Storage engine (S3, memory, ...)
 
 use std::{
-    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    collections::{BTreeMap, BTreeSet, VecDeque, btree_map::Entry},
     fmt::{Debug, Display},
     str::FromStr,
     sync::{Arc, Mutex},
@@ -96,8 +97,45 @@ pub struct DynoStore {
     watermarks: Arc<Mutex<BTreeMap<Topition, OptiCon<Watermark>>>>,
     meta: OptiCon<Meta>,
     batch_index: Arc<Mutex<BTreeMap<Topition, BatchIndex>>>,
+    retention: Retention,
 
     object_store: Arc<DynObjectStore>,
+}
+
+/// How much of each partition's log the store keeps: batches beyond either
+/// bound are deleted, oldest first, as new ones are produced (the newest
+/// batch always stays). Unbounded when both are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub bytes: Option<u64>,
+    pub age: Option<Duration>,
+}
+
+impl Retention {
+    /// The retention of a topic with `configs`: none for a compacted topic
+    /// (its log is its state), else the topic's `retention.bytes` and
+    /// `retention.ms` where set (negative: unbounded), else the store's.
+    fn for_topic<'a>(self, configs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Self {
+        let mut retention = self;
+        for (name, value) in configs {
+            let number = value.and_then(|value| i64::from_str(value).ok());
+            match name {
+                "cleanup.policy" if value.is_some_and(|value| value.contains("compact")) => {
+                    return Self::default();
+                }
+                "retention.bytes" if number.is_some() => {
+                    retention.bytes = number.and_then(|n| u64::try_from(n).ok());
+                }
+                "retention.ms" if number.is_some() => {
+                    retention.age = number
+                        .and_then(|n| u64::try_from(n).ok())
+                        .map(Duration::from_millis);
+                }
+                _ => {}
+            }
+        }
+        retention
+    }
 }
 
 /// Base offsets of the record batch objects of one partition, kept in
@@ -110,6 +148,33 @@ pub struct DynoStore {
 struct BatchIndex {
     loaded: bool,
     bases: BTreeSet<i64>,
+    /// Batches produced through this store, oldest first: (base offset,
+    /// encoded size, when written), for retention.
+    produced: VecDeque<(i64, u64, SystemTime)>,
+    produced_bytes: u64,
+}
+
+impl BatchIndex {
+    /// Forgets the batches `retention` no longer keeps and returns their
+    /// base offsets.
+    fn expire(&mut self, retention: Retention, now: SystemTime) -> Vec<i64> {
+        let mut expired = Vec::new();
+        while self.produced.len() > 1 {
+            let (base, size, at) = self.produced[0];
+            let too_big = retention.bytes.is_some_and(|max| self.produced_bytes > max);
+            let too_old = retention
+                .age
+                .is_some_and(|max| now.duration_since(at).is_ok_and(|age| age > max));
+            if !(too_big || too_old) {
+                break;
+            }
+            _ = self.produced.pop_front();
+            self.produced_bytes -= size;
+            _ = self.bases.remove(&base);
+            expired.push(base);
+        }
+        expired
+    }
 }
 
 /// Upper bound on the batches one storage fetch reads; the fetch service
@@ -376,6 +441,7 @@ impl DynoStore {
             watermarks: Arc::new(Mutex::new(BTreeMap::new())),
             meta: OptiCon::<Meta>::new(cluster),
             batch_index: Arc::new(Mutex::new(BTreeMap::new())),
+            retention: Retention::default(),
             object_store: Arc::new(Cache::new(
                 Metron::new(object_store, cluster),
                 Duration::from_millis(5_000),
@@ -396,6 +462,10 @@ impl DynoStore {
 
     pub fn lake(self, lake: Option<House>) -> Self {
         Self { lake, ..self }
+    }
+
+    pub fn retention(self, retention: Retention) -> Self {
+        Self { retention, ..self }
     }
 
     async fn topic_metadata(&self, topic: &TopicId) -> Result<Option<TopicMetadata>> {
@@ -743,6 +813,15 @@ impl Storage for DynoStore {
             .await
             .inspect_err(|err| debug!(?err))?;
 
+        let retention = self.retention.for_topic(
+            config
+                .configs
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|config| (config.name.as_str(), config.value.as_deref())),
+        );
+
         if self.lake.is_some()
             && config
                 .configs
@@ -988,6 +1067,7 @@ impl Storage for DynoStore {
             ));
 
             let payload = self.encode(deflated).inspect_err(|err| debug!(?err))?;
+            let size = payload.content_length() as u64;
 
             _ = self
                 .object_store
@@ -1004,13 +1084,27 @@ impl Storage for DynoStore {
                 .inspect(|outcome| debug!(?outcome, transaction_id, ?topition))
                 .inspect_err(|error| error!(?error, transaction_id, ?topition))?;
 
-            _ = self
-                .batch_index
-                .lock()?
-                .entry(topition.to_owned())
-                .or_default()
-                .bases
-                .insert(offset);
+            let expired = {
+                let mut batch_index = self.batch_index.lock()?;
+                let index = batch_index.entry(topition.to_owned()).or_default();
+                _ = index.bases.insert(offset);
+                index.produced.push_back((offset, size, SystemTime::now()));
+                index.produced_bytes += size;
+                index.expire(retention, SystemTime::now())
+            };
+
+            for base in expired {
+                let location = Path::from(format!(
+                    "clusters/{}/topics/{}/partitions/{:0>10}/records/{:0>20}.batch",
+                    self.cluster, topition.topic, topition.partition, base,
+                ));
+                // a batch already gone is what retention wanted anyway
+                _ = self
+                    .object_store
+                    .delete(&location)
+                    .await
+                    .inspect_err(|error| debug!(?error, ?topition, base));
+            }
 
             Ok(offset)
         }

@@ -12,6 +12,9 @@
 // See the License for the specific language governing permissions and
 // limitations under the License.
 //
+// Modified by the dissuade project (vendor/tansu-storage): retention for the
+// memory store; see vendor/README.md for provenance and the diff.
+//
 //! Tansu Storage Abstraction
 //!
 //! [`StorageContainer`] provides an abstraction over [`Storage`] and can
@@ -196,6 +199,30 @@ use uuid::Uuid;
 
 #[cfg(feature = "dynostore")]
 mod dynostore;
+
+/// The retention of a memory store, from its URL's `retention.bytes` and
+/// `retention.ms` query parameters (each per partition; absent: unbounded).
+#[cfg(feature = "dynostore")]
+fn memory_retention(url: &Url) -> Result<dynostore::Retention> {
+    let mut retention = dynostore::Retention::default();
+    for (key, value) in url.query_pairs() {
+        let number = || {
+            value.parse::<u64>().map_err(|_| {
+                Error::Message(format!("{key}={value} in {url}: not a whole number"))
+            })
+        };
+        match key.as_ref() {
+            "retention.bytes" => retention.bytes = Some(number()?),
+            "retention.ms" => retention.age = Some(Duration::from_millis(number()?)),
+            _ => {
+                return Err(Error::Message(format!(
+                    "{key} in {url}: the memory store knows retention.bytes and retention.ms"
+                )));
+            }
+        }
+    }
+    Ok(retention)
+}
 
 mod null;
 
@@ -1753,12 +1780,16 @@ impl Builder<i32, String, Url, Url> {
                     .map_err(Into::into)
             }
 
+            // Modified by the dissuade project (vendor/tansu-storage): retention
+            // for the memory store, from the URL's query, for example
+            // memory://tansu/?retention.bytes=268435456&retention.ms=3600000
             #[cfg(feature = "dynostore")]
             "memory" => Ok(StorageContainer::DynoStore(
                 DynoStore::new(self.cluster_id.as_str(), self.node_id, InMemory::new())
                     .advertised_listener(self.advertised_listener.clone())
                     .schemas(self.schema_registry)
-                    .lake(self.lake_house.clone()),
+                    .lake(self.lake_house.clone())
+                    .retention(memory_retention(&self.storage)?),
             )),
 
             #[cfg(not(feature = "dynostore"))]
