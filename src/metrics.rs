@@ -44,6 +44,60 @@ const QUANTILES: [f64; 3] = [0.5, 0.99, 0.999];
 /// End-to-end latencies in microseconds, from 1 µs to an hour, 3 significant digits.
 type SharedHdr = Arc<Mutex<Hdr<u64>>>;
 
+/// How far back [`Metrics::recent_end_to_end_quantiles`] looks.
+pub const RECENT: Duration = Duration::from_secs(10);
+
+/// End-to-end latencies of the last [`RECENT`], one histogram per second, so that a live
+/// view shows a slowdown when it starts rather than once it dominates the whole run.
+struct RecentHdr {
+    started: std::time::Instant,
+    /// (second since `started`, its histogram), oldest first.
+    slots: std::collections::VecDeque<(u64, Hdr<u64>)>,
+}
+
+impl RecentHdr {
+    fn new() -> RecentHdr {
+        RecentHdr {
+            started: std::time::Instant::now(),
+            slots: Default::default(),
+        }
+    }
+
+    fn record(&mut self, micros: u64) {
+        let now = self.started.elapsed().as_secs();
+        if self.slots.back().is_none_or(|(s, _)| *s != now) {
+            let keep = RECENT.as_secs() as usize;
+            let mut h = if self.slots.len() >= keep {
+                self.slots.pop_front().expect("non-empty").1
+            } else {
+                e2e_histogram()
+            };
+            h.reset();
+            self.slots.push_back((now, h));
+        }
+        let (_, h) = self.slots.back_mut().expect("just pushed");
+        h.saturating_record(micros.max(1));
+    }
+
+    fn quantiles(&self) -> ([u64; 3], u64) {
+        let now = self.started.elapsed().as_secs();
+        let mut all = e2e_histogram();
+        for (_, h) in self
+            .slots
+            .iter()
+            .filter(|(s, _)| s + RECENT.as_secs() > now)
+        {
+            all.add(h).expect("same bounds");
+        }
+        (QUANTILES.map(|q| all.value_at_quantile(q)), all.len())
+    }
+}
+
+/// Microseconds, 1 µs to one hour, three significant figures.
+fn e2e_histogram() -> Hdr<u64> {
+    Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_consumed: IntCounter,
@@ -77,6 +131,7 @@ pub struct Metrics {
     stage_seconds: Vec<Histogram>,
     e2e_seconds: Histogram,
     e2e_hdr: SharedHdr,
+    e2e_recent: Mutex<RecentHdr>,
 }
 
 impl Metrics {
@@ -189,9 +244,7 @@ impl Metrics {
         )
         .set(grid_cells as i64);
 
-        let e2e_hdr: SharedHdr = Arc::new(Mutex::new(
-            Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-        ));
+        let e2e_hdr: SharedHdr = Arc::new(Mutex::new(e2e_histogram()));
         registry
             .register(Box::new(HdrSummary::new(
                 "dissuade_end_to_end_latency_quantile_seconds",
@@ -295,6 +348,7 @@ impl Metrics {
                 .collect(),
             e2e_seconds,
             e2e_hdr,
+            e2e_recent: Mutex::new(RecentHdr::new()),
             registry,
         }
     }
@@ -345,6 +399,14 @@ impl Metrics {
         if let Ok(mut h) = self.e2e_hdr.lock() {
             h.saturating_record(micros.max(1));
         }
+        if let Ok(mut r) = self.e2e_recent.lock() {
+            r.record(micros);
+        }
+    }
+
+    /// [`Metrics::end_to_end_quantiles`] over the last [`RECENT`] only.
+    pub fn recent_end_to_end_quantiles(&self) -> ([u64; 3], u64) {
+        self.e2e_recent.lock().expect("histogram lock").quantiles()
     }
 
     /// The end-to-end quantiles in microseconds (p50, p99, p999) and the sample count.
@@ -509,6 +571,22 @@ mod tests {
         assert!(text.contains("dissuade_end_to_end_latency_quantile_seconds_count 2\n"));
         assert!(text.contains("dissuade_end_to_end_latency_seconds_count 2\n"));
         assert_eq!(m.end_to_end_quantiles(), ([1500, 1500, 1500], 2));
+    }
+
+    #[test]
+    fn recent_quantiles_forget_what_is_older_than_the_window() {
+        let mut r = RecentHdr::new();
+        for _ in 0..100 {
+            r.record(900_000);
+        }
+        assert_eq!(r.quantiles().1, 100);
+        // The clock moves on: those samples are now 20 s old.
+        r.started = r.started.checked_sub(Duration::from_secs(20)).unwrap();
+        assert_eq!(r.quantiles(), ([0, 0, 0], 0));
+        r.record(2_000);
+        let ([_, p99, _], n) = r.quantiles();
+        assert_eq!(n, 1);
+        assert!((1_990..=2_010).contains(&p99), "{p99}");
     }
 
     #[test]

@@ -139,10 +139,10 @@ async fn demo(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 
 fn summary_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
     let [_, low, medium, high, critical] = m.tasks_by_level();
-    let ([_, p99, _], n) = m.end_to_end_quantiles();
+    let ([_, p99, _], n) = m.recent_end_to_end_quantiles();
     format!(
         "[{:>5}s] {:>7.0} ev/s | consumed {:>9} | tasks {:>7} (critical {}, high {}, medium {}, low {}) \
-         | upgrades {} | suppressed {} | dead letters {} | lag {} | e2e p99 {}",
+         | upgrades {} | suppressed {} | dead letters {} | lag {} | e2e p99 (last {}s) {}",
         elapsed.as_secs(),
         rate,
         m.events_consumed.get(),
@@ -155,6 +155,7 @@ fn summary_line(m: &Metrics, elapsed: Duration, rate: f64) -> String {
         m.suppressed(),
         m.dead_letters(),
         m.total_lag(),
+        crate::metrics::RECENT.as_secs(),
         if n == 0 {
             "-".to_string()
         } else {
