@@ -309,9 +309,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Port of the embedded broker (loopback only).
     pub embedded_port: u16,
-    /// What the embedded broker keeps of each partition of a non-compacted topic (it keeps
-    /// records in memory): at most this many bytes, and nothing older than
-    /// `embedded_retention`. A consumer further behind loses the oldest records, as on Kafka.
+    /// What the embedded broker keeps of each partition (it keeps records in memory): at most
+    /// this many bytes, and nothing older than `embedded_retention`. It does not compact, so
+    /// the state topic is bounded by age only. A consumer further behind loses the oldest
+    /// records, as on Kafka.
     pub embedded_retention_bytes: u64,
     #[serde(with = "humantime_serde")]
     pub embedded_retention: Duration,
@@ -357,7 +358,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: EMBEDDED.into(),
             embedded_port: 9092,
-            embedded_retention_bytes: 128 * 1024 * 1024,
+            embedded_retention_bytes: 64 * 1024 * 1024,
             embedded_retention: Duration::from_secs(3600),
             group_id: "dissuade".into(),
             input_topic: "suspicious-calls".into(),
@@ -551,12 +552,17 @@ impl Config {
         if k.brokers.trim().is_empty() {
             problems.push("kafka.brokers: `embedded` or a bootstrap server list".into());
         }
-        if k.embedded_retention_bytes < 1024 * 1024 || k.embedded_retention.is_zero() {
-            problems.push(
-                "kafka.embedded_retention_bytes / embedded_retention: at least 1 MiB and more \
-                 than 0s (they bound what the embedded broker keeps of each partition)"
-                    .into(),
-            );
+        if k.embedded_retention_bytes < 1024 * 1024 {
+            problems.push("kafka.embedded_retention_bytes: at least 1 MiB (1048576)".into());
+        }
+        // The open-task state is read back for two suppression windows (see dispatch).
+        if k.is_embedded() && k.embedded_retention < 2 * self.dispatch.suppression_window {
+            problems.push(format!(
+                "kafka.embedded_retention ({}) is shorter than two dispatch.suppression_window \
+                 ({}): the embedded broker would drop open-task state still in use",
+                humantime::format_duration(k.embedded_retention),
+                humantime::format_duration(2 * self.dispatch.suppression_window)
+            ));
         }
         for (name, topic) in [
             ("kafka.input_topic", &k.input_topic),

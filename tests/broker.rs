@@ -211,7 +211,7 @@ async fn produce_many(bootstrap: &str, topic: &str, n: usize, size: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn retention_bounds_a_partition_but_keeps_compacted_topics_whole() {
+async fn retention_bounds_a_partition_by_size_but_not_a_compacted_one() {
     let broker = EmbeddedBroker::start(
         0,
         Retention {

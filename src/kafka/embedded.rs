@@ -1,7 +1,7 @@
 //! A Kafka-compatible broker in this process (tansu with the patches in `vendor/`, in-memory
 //! storage), so the demo and the tests run the real Kafka path with nothing installed. It
 //! listens on loopback only and keeps its records in memory, within a [`Retention`] per
-//! partition (compacted topics, such as the open-task state, are kept whole).
+//! partition.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -14,9 +14,11 @@ use url::Url;
 
 use super::KafkaSetupError;
 
-/// How much of each partition of a non-compacted topic the broker keeps: older batches go
-/// first once either bound is passed, as with Kafka's `retention.bytes` and `retention.ms`
-/// (which a topic's own configs override). `None` is unbounded.
+/// How much of each partition the broker keeps: older batches go first once either bound is
+/// passed, as with Kafka's `retention.bytes` and `retention.ms` (which a topic's own configs
+/// override). The broker does not compact, so a compacted topic (the open-task state) is
+/// bounded by age only: cutting it by size would drop the only record of its oldest keys.
+/// `None` is unbounded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
     pub bytes: Option<u64>,

@@ -112,16 +112,19 @@ pub struct Retention {
 }
 
 impl Retention {
-    /// The retention of a topic with `configs`: none for a compacted topic
-    /// (its log is its state), else the topic's `retention.bytes` and
-    /// `retention.ms` where set (negative: unbounded), else the store's.
+    /// The retention of a topic with `configs`: the topic's `retention.bytes`
+    /// and `retention.ms` where set (negative: unbounded), else the store's.
+    /// This store does not compact: a compacted topic (a state changelog) is
+    /// kept whole up to its age bound, never cut by size, since the size
+    /// bound would drop the oldest keys' only records.
     fn for_topic<'a>(self, configs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Self {
         let mut retention = self;
+        let mut compacted = false;
         for (name, value) in configs {
             let number = value.and_then(|value| i64::from_str(value).ok());
             match name {
-                "cleanup.policy" if value.is_some_and(|value| value.contains("compact")) => {
-                    return Self::default();
+                "cleanup.policy" => {
+                    compacted = value.is_some_and(|value| value.contains("compact"));
                 }
                 "retention.bytes" if number.is_some() => {
                     retention.bytes = number.and_then(|n| u64::try_from(n).ok());
@@ -133,6 +136,9 @@ impl Retention {
                 }
                 _ => {}
             }
+        }
+        if compacted {
+            retention.bytes = None;
         }
         retention
     }
