@@ -13,8 +13,9 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): backports of upstream
-// fixes to the fetch path, and size/age retention of record batches; see
-// vendor/README.md for provenance and the diff.
+// fixes to the fetch path, size/age retention of record batches, and
+// ListOffsets(latest) answered with the high watermark; see vendor/README.md
+// for provenance and the diff.
 
 //! Dynamic Object Storage engine (S3, memory, ...)
 
@@ -1367,6 +1368,28 @@ impl Storage for DynoStore {
         let mut responses = vec![];
 
         for (topition, offset_request) in offsets {
+            // dissuade: the end of a partition is its high watermark (last stable
+            // offset for read_committed), not the newest batch's base offset + 1,
+            // which sent consumers starting at "latest" back into that batch.
+            if offset_request == &ListOffset::Latest {
+                let stage = self.offset_stage(topition).await?;
+
+                responses.push((
+                    topition.to_owned(),
+                    ListOffsetResponse {
+                        error_code: ErrorCode::None,
+                        offset: Some(if isolation_level == IsolationLevel::ReadCommitted {
+                            stage.last_stable()
+                        } else {
+                            stage.high_watermark()
+                        }),
+                        timestamp: None,
+                    },
+                ));
+
+                continue;
+            }
+
             let location = Path::from(format!(
                 "clusters/{}/topics/{}/partitions/{:0>10}/records",
                 self.cluster, topition.topic, topition.partition,
