@@ -22,8 +22,7 @@ pub struct Args {
     /// Send this many events, wait until all are processed, print totals and exit.
     #[arg(long)]
     events: Option<u64>,
-    /// Stop generating after this long (default 10m when --events is not given; the
-    /// embedded broker keeps every record in memory).
+    /// Stop generating after this long (default 10m when --events is not given).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Seed of the victim population and event mix.

@@ -15,7 +15,8 @@
 //!
 //! Rates count from the first record a group receives to the last output acknowledged, so
 //! the group join is reported apart, as start-up. Every topic is named after the run and
-//! deleted once its phase is over: the embedded broker keeps every record in memory.
+//! deleted once its phase is over: the embedded broker holds records in memory, and a
+//! benchmark's broker keeps all of them (no retention: its input is written before it is read).
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
