@@ -213,7 +213,9 @@ pub fn restore(
         .set("enable.auto.commit", "false")
         // The end of each partition is taken from fetch responses, not ListOffsets: the
         // embedded broker (tansu 0.6) can report a log end short of the real one.
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        // Lag statistics are the processor's business; here they would only be logged.
+        .set("statistics.interval.ms", "0");
     let consumer: BaseConsumer<EndIsNotAnError> =
         config.create_with_context(EndIsNotAnError).map_err(err)?;
     let resume_at = resume_offsets(&consumer, input_topic, partitions, timeout)?;
