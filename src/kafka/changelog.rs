@@ -262,8 +262,9 @@ pub fn restore(
                 if v.source_offset.is_some_and(|o| o >= resume) {
                     found.ahead += 1;
                 } else {
-                    // The producer is idempotent, so log order is processing order: a
-                    // later record for the callee supersedes an earlier one.
+                    // The producer keeps order (idempotence, or one request in flight on
+                    // the embedded broker), so log order is processing order: a later
+                    // record for the callee supersedes an earlier one.
                     latest.insert((m.partition(), callee), v.task);
                     found.records += 1;
                 }
