@@ -142,6 +142,7 @@ fn a_demo_at_trace_level_logs_no_phone_number() {
         .args(["demo", "--events", "1500", "--rate", "1500"])
         .env("RUST_LOG", "trace")
         .env("DISSUADE__METRICS__LISTEN", "\"127.0.0.1:0\"")
+        .env("DISSUADE__KAFKA__EMBEDDED_PORT", "0")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("demo runs");
@@ -167,6 +168,23 @@ fn a_demo_at_trace_level_logs_no_phone_number() {
                 .unwrap_or_default()
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_port_is_an_error_not_someone_elses_broker() {
+    let first = start_broker().await;
+    let port: u16 = first
+        .bootstrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let err = EmbeddedBroker::start(port, Retention::default())
+        .await
+        .err()
+        .expect("the port is taken");
+    assert!(err.to_string().contains("cannot listen on"), "{err}");
 }
 
 #[test]

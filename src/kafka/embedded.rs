@@ -52,6 +52,15 @@ impl EmbeddedBroker {
     pub async fn start(port: u16, retention: Retention) -> Result<EmbeddedBroker, KafkaSetupError> {
         let port = if port == 0 { free_port()? } else { port };
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        // The broker binds inside its own task, and the readiness check below only connects:
+        // with the port taken, this process would silently use someone else's broker (and
+        // join its consumer groups). Binding first turns that into a clear error.
+        drop(std::net::TcpListener::bind(addr).map_err(|e| {
+            KafkaSetupError::Embedded(format!(
+                "cannot listen on {addr}: {e} (another broker or demo running? \
+                 set kafka.embedded_port, or 0 for a free port)"
+            ))
+        })?);
         let url = Url::parse(&format!("tcp://{addr}"))
             .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
         let storage = retention.storage_url();
