@@ -67,10 +67,7 @@ impl Service {
         let (broker, bootstrap) = if k.is_embedded() {
             let b = crate::kafka::embedded::EmbeddedBroker::start(
                 k.embedded_port,
-                crate::kafka::embedded::Retention {
-                    bytes: Some(k.embedded_retention_bytes),
-                    age: Some(k.embedded_retention),
-                },
+                crate::kafka::embedded::Retention::configured(k),
             )
             .await?;
             let bootstrap = b.bootstrap();

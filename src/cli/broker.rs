@@ -19,10 +19,7 @@ pub struct Args {
 /// first line on stdout is `listening HOST:PORT`.
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let k = &config.kafka;
-    let retention = Retention {
-        bytes: Some(k.embedded_retention_bytes),
-        age: Some(k.embedded_retention),
-    };
+    let retention = Retention::configured(k);
     let port = args.port.unwrap_or(k.embedded_port);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {

@@ -26,6 +26,14 @@ pub struct Retention {
 }
 
 impl Retention {
+    /// The retention `kafka.embedded_retention_bytes` and `kafka.embedded_retention` set.
+    pub fn configured(k: &crate::config::KafkaConfig) -> Retention {
+        Retention {
+            bytes: Some(k.embedded_retention_bytes),
+            age: Some(k.embedded_retention),
+        }
+    }
+
     /// The storage URL that carries this retention to tansu's memory store.
     fn storage_url(&self) -> Url {
         let mut url = Url::parse("memory://tansu/").expect("static URL");
