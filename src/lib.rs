@@ -4,6 +4,7 @@
 //! [`event`] decodes and validates the record, [`rules`] scores it against the analysts' rule
 //! set, [`grid`] finds the police grid cell that contains the person at risk, [`dispatch`]
 //! keeps one open task per person, and [`task`] encodes the dissuasion task for the officer.
+//! [`lifecycle`] closes the loop: officers' feedback, deadlines and escalations to duty desks.
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
 //! the command line, the tests and the benchmarks all drive the same code.
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod event;
 pub mod grid;
 pub mod http;
 pub mod kafka;
+pub mod lifecycle;
 pub mod metrics;
 pub mod phone;
 pub mod pipeline;
