@@ -23,55 +23,23 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use thiserror::Error;
-use tracing::{info, warn};
+use tracing::info;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::store::{self, Changelog, EndIsNotAnError, Reader};
 use crate::dispatch::{Dispatcher, OpenTask};
 
-/// How long the state topic keeps every record before compaction may drop superseded ones:
-/// longer than an instance stays down with uncommitted work (see the module docs).
-pub const MIN_COMPACTION_LAG: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use super::store::MIN_COMPACTION_LAG;
 
-#[derive(Debug, Error)]
-pub enum ChangelogError {
-    #[error("reading topic metadata: {0}")]
-    Metadata(#[source] KafkaError),
-    #[error("input topic {0} does not exist: create it, or start with --create-topics")]
-    NoInputTopic(String),
-    #[error(
-        "state topic {topic} has {found} partitions but input topic {input} has {needed}: \
-         each input partition needs its own; delete {topic} or name another in kafka.state_topic"
-    )]
-    TooFewPartitions {
-        topic: String,
-        input: String,
-        found: usize,
-        needed: usize,
-    },
-    #[error("creating state topic {topic}: {reason}")]
-    Create { topic: String, reason: String },
-    #[error("reading the committed offsets of {topic}: {source}")]
-    Committed {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("restoring open tasks from {topic}: {source}")]
-    Restore {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
-}
+/// The open-task store's errors are the generic store's.
+pub type ChangelogError = store::StoreError;
+
+const WHAT: &str = "open-task state";
 
 /// The changelog record key of a callee: its hash in hex.
 pub fn key(callee: u64) -> [u8; 16] {
@@ -125,62 +93,13 @@ pub fn ensure_topic(
     replication: i32,
     timeout: Duration,
 ) -> Result<(), ChangelogError> {
-    let probe: BaseConsumer = client.create().map_err(ChangelogError::Metadata)?;
-    let partitions = |topic: &str| -> Result<Option<usize>, ChangelogError> {
-        let md = probe
-            .fetch_metadata(Some(topic), timeout)
-            .map_err(ChangelogError::Metadata)?;
-        Ok(md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|n| *n > 0))
+    let log = Changelog {
+        what: WHAT,
+        topic: state_topic,
+        config_key: "kafka.state_topic",
+        source_topic: input_topic,
     };
-    let needed =
-        partitions(input_topic)?.ok_or_else(|| ChangelogError::NoInputTopic(input_topic.into()))?;
-    match partitions(state_topic)? {
-        Some(found) if found >= needed => return Ok(()),
-        Some(found) => {
-            return Err(ChangelogError::TooFewPartitions {
-                topic: state_topic.into(),
-                input: input_topic.into(),
-                found,
-                needed,
-            })
-        }
-        None => {}
-    }
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(ChangelogError::Metadata)?;
-    let lag_ms = MIN_COMPACTION_LAG.as_millis().to_string();
-    let topic = NewTopic::new(
-        state_topic,
-        needed as i32,
-        TopicReplication::Fixed(replication),
-    )
-    .set("cleanup.policy", "compact")
-    .set("min.compaction.lag.ms", &lag_ms);
-    let opts = AdminOptions::new().operation_timeout(Some(timeout));
-    let results = futures::executor::block_on(admin.create_topics([&topic], &opts))
-        .map_err(ChangelogError::Metadata)?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(ChangelogError::Create {
-                    topic,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    info!(
-        topic = state_topic,
-        partitions = needed,
-        "created the open-task state topic"
-    );
-    Ok(())
+    store::ensure_topic(client, log, replication, timeout).map(|_| ())
 }
 
 /// Reads the changelog partitions `partitions` from the beginning to their end into
@@ -204,54 +123,11 @@ pub fn restore(
     if partitions.is_empty() {
         return Ok(found);
     }
-    let err = |source| ChangelogError::Restore {
-        topic: topic.into(),
-        source,
-    };
-    let mut config = consumer_config.clone();
-    config
-        .set("enable.auto.commit", "false")
-        // The end of each partition is taken from fetch responses, not ListOffsets: the
-        // embedded broker (tansu 0.6) can report a log end short of the real one.
-        .set("enable.partition.eof", "true")
-        // Lag statistics are the processor's business; here they would only be logged.
-        .set("statistics.interval.ms", "0");
-    let consumer: BaseConsumer<EndIsNotAnError> =
-        config.create_with_context(EndIsNotAnError).map_err(err)?;
-    let resume_at = resume_offsets(&consumer, input_topic, partitions, timeout)?;
-    let mut assignment = TopicPartitionList::new();
-    for p in partitions {
-        assignment
-            .add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(err)?;
-    }
-    consumer.assign(&assignment).map_err(err)?;
-
+    let reader = Reader::new(consumer_config, WHAT, topic)?;
+    let resume_at = resume_offsets(reader.consumer(), input_topic, partitions, timeout)?;
     let started = Instant::now();
-    let mut remaining = partitions.to_vec();
     let mut latest: FxHashMap<(i32, u64), OpenTask> = FxHashMap::default();
-    while !remaining.is_empty() {
-        if started.elapsed() > timeout {
-            warn!(
-                topic,
-                partitions_unfinished = ?remaining,
-                "open-task restore timed out; repeat calls on these partitions may get a second task"
-            );
-            break;
-        }
-        let m = match consumer.poll(Duration::from_millis(100)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                remaining.retain(|r| *r != p);
-                continue;
-            }
-            Some(Err(e)) => {
-                warn!(topic, error = %e, "consume error while restoring open tasks; retrying");
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-            Some(Ok(m)) => m,
-        };
+    reader.read_to_end(partitions, timeout, |m| {
         let callee = m.key().and_then(parse_key);
         let value = m
             .payload()
@@ -271,7 +147,7 @@ pub fn restore(
             }
             _ => found.unreadable += 1,
         }
-    }
+    })?;
     for ((partition, callee), task) in latest {
         dispatcher.restore(partition, callee, task);
     }
@@ -322,19 +198,6 @@ fn resume_offsets(
     }
     Ok(out)
 }
-
-/// Reaching the end of a partition is how a restore knows it is done, not a client error.
-struct EndIsNotAnError;
-
-impl ClientContext for EndIsNotAnError {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
-            warn!(error = %error, reason, "kafka client error during open-task restore");
-        }
-    }
-}
-
-impl ConsumerContext for EndIsNotAnError {}
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod generate;
 pub mod offsets;
 pub mod processor;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
