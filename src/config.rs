@@ -47,6 +47,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// Directory of the config file: relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -323,6 +325,14 @@ pub struct KafkaConfig {
     /// The open-task state changelog (compacted; one partition per input partition, keyed
     /// by a hash of the callee): restored whenever a partition is assigned.
     pub state_topic: String,
+    /// Officers' and desks' feedback on tasks, keyed like the task topic (by the task's
+    /// assignee id); created with the task topic's partition count when missing.
+    pub feedback_topic: String,
+    /// Feedback that cannot be applied, with the reason in headers.
+    pub feedback_dlq_topic: String,
+    /// The task-lifecycle state changelog (compacted; one partition per task partition,
+    /// keyed by task id): restored whenever a task partition is assigned.
+    pub lifecycle_topic: String,
     /// Partitions for topics the service creates itself (embedded broker, `--create-topics`).
     pub partitions: i32,
     /// Replication factor of topics the service creates; absent: the cluster's default
@@ -365,6 +375,9 @@ impl Default for KafkaConfig {
             task_topic: "dissuasion-tasks".into(),
             dlq_topic: "suspicious-calls.dlq".into(),
             state_topic: "dissuade.open-tasks".into(),
+            feedback_topic: "dissuasion-feedback".into(),
+            feedback_dlq_topic: "dissuasion-feedback.dlq".into(),
+            lifecycle_topic: "dissuade.task-lifecycle".into(),
             partitions: 4,
             replication_factor: None,
             restore_timeout: Duration::from_secs(60),
@@ -390,6 +403,44 @@ impl KafkaConfig {
             Some(n) => n,
             None if self.is_embedded() => 1,
             None => -1,
+        }
+    }
+}
+
+/// The task lifecycle: feedback, deadlines and escalations (see [`crate::lifecycle`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// Track tasks, apply feedback and escalate overdue tasks in this process.
+    pub enabled: bool,
+    /// After a task's deadline, how long until an unclosed task goes to the centre's desk.
+    #[serde(with = "humantime_serde")]
+    pub second_escalation_after: Duration,
+    /// The anti-fraud centre's desk (tier 2); unset: `dispatch.fallback_desk`.
+    pub centre_desk: Option<String>,
+    /// How long a closed task is remembered, to recognise late or repeated feedback.
+    #[serde(with = "humantime_serde")]
+    pub closed_retention: Duration,
+    /// After its last escalation, how long an unclosed task is still watched.
+    #[serde(with = "humantime_serde")]
+    pub unclosed_retention: Duration,
+    /// Most tasks remembered per task partition, closed ones included.
+    pub max_tracked: usize,
+    /// How long feedback naming a task not yet seen on its partition waits for the task.
+    #[serde(with = "humantime_serde")]
+    pub unknown_task_grace: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            enabled: true,
+            second_escalation_after: Duration::from_secs(3600),
+            centre_desk: None,
+            closed_retention: Duration::from_secs(7 * 24 * 3600),
+            unclosed_retention: Duration::from_secs(7 * 24 * 3600),
+            max_tracked: 1_000_000,
+            unknown_task_grace: Duration::from_secs(30),
         }
     }
 }
@@ -476,6 +527,21 @@ impl Config {
                 path: self.source.path.clone(),
                 problems,
             })
+        }
+    }
+
+    /// The lifecycle's settings, the centre's desk resolved.
+    pub fn lifecycle_settings(&self) -> crate::lifecycle::LifecycleSettings {
+        let l = &self.lifecycle;
+        crate::lifecycle::LifecycleSettings {
+            second_escalation_after: l.second_escalation_after,
+            centre_desk: l
+                .centre_desk
+                .clone()
+                .unwrap_or_else(|| self.dispatch.fallback_desk.clone()),
+            closed_retention: l.closed_retention,
+            unclosed_retention: l.unclosed_retention,
+            max_tracked: l.max_tracked,
         }
     }
 
@@ -569,14 +635,50 @@ impl Config {
             ("kafka.task_topic", &k.task_topic),
             ("kafka.dlq_topic", &k.dlq_topic),
             ("kafka.state_topic", &k.state_topic),
+            ("kafka.feedback_topic", &k.feedback_topic),
+            ("kafka.feedback_dlq_topic", &k.feedback_dlq_topic),
+            ("kafka.lifecycle_topic", &k.lifecycle_topic),
         ] {
             if topic.trim().is_empty() {
                 problems.push(format!("{name}: must not be empty"));
             }
         }
-        let topics = [&k.input_topic, &k.task_topic, &k.dlq_topic, &k.state_topic];
+        let topics = [
+            &k.input_topic,
+            &k.task_topic,
+            &k.dlq_topic,
+            &k.state_topic,
+            &k.feedback_topic,
+            &k.feedback_dlq_topic,
+            &k.lifecycle_topic,
+        ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
-            problems.push("kafka: input, task, dead-letter and state topics must differ".into());
+            problems.push(
+                "kafka: input, task, dead-letter, state, feedback, feedback dead-letter and \
+                 lifecycle topics must differ"
+                    .into(),
+            );
+        }
+        let l = &self.lifecycle;
+        for (key, d) in [
+            ("lifecycle.second_escalation_after", l.second_escalation_after),
+            ("lifecycle.closed_retention", l.closed_retention),
+            ("lifecycle.unclosed_retention", l.unclosed_retention),
+            ("lifecycle.unknown_task_grace", l.unknown_task_grace),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{key}: must be longer than zero"));
+            }
+        }
+        if l.max_tracked == 0 {
+            problems.push("lifecycle.max_tracked: must be at least 1".into());
+        }
+        if l.centre_desk.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            problems.push(
+                "lifecycle.centre_desk: must name the centre's desk, or be left out to use \
+                 dispatch.fallback_desk"
+                    .into(),
+            );
         }
         let i = &self.input;
         if i.max_record_bytes < 1024 {
@@ -1038,6 +1140,53 @@ mod tests {
             "{err}"
         );
         assert!(cfg.check_scripts(&["romance"]).is_ok());
+    }
+
+    #[test]
+    fn lifecycle_defaults_and_the_centre_desk_follow_the_fallback_desk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "[dispatch]\nfallback_desk = \"centre\"\n");
+        let cfg = Config::load_with_env(&path, []).unwrap();
+        assert!(cfg.lifecycle.enabled);
+        assert_eq!(cfg.kafka.feedback_topic, "dissuasion-feedback");
+        assert_eq!(cfg.kafka.feedback_dlq_topic, "dissuasion-feedback.dlq");
+        assert_eq!(cfg.kafka.lifecycle_topic, "dissuade.task-lifecycle");
+        let s = cfg.lifecycle_settings();
+        assert_eq!(s.centre_desk, "centre");
+        assert_eq!(s.second_escalation_after, Duration::from_secs(3600));
+        assert_eq!(cfg.lifecycle.unknown_task_grace, Duration::from_secs(30));
+        let cfg = Config::load_with_env(
+            &path,
+            [
+                ("DISSUADE__LIFECYCLE__CENTRE_DESK".into(), "desk-0".into()),
+                ("DISSUADE__LIFECYCLE__SECOND_ESCALATION_AFTER".into(), "15m".into()),
+                ("DISSUADE__LIFECYCLE__ENABLED".into(), "false".into()),
+            ],
+        )
+        .unwrap();
+        assert!(!cfg.lifecycle.enabled);
+        assert_eq!(cfg.lifecycle_settings().centre_desk, "desk-0");
+        assert_eq!(
+            cfg.lifecycle.second_escalation_after,
+            Duration::from_secs(900)
+        );
+    }
+
+    #[test]
+    fn lifecycle_problems_name_their_keys() {
+        let err = load_err(
+            "[lifecycle]\nunknown_task_grace = \"0s\"\nmax_tracked = 0\ncentre_desk = \" \"\n\
+             [kafka]\nfeedback_topic = \"dissuasion-tasks\"\n",
+            &[],
+        );
+        for key in [
+            "lifecycle.unknown_task_grace: must be longer than zero",
+            "lifecycle.max_tracked: must be at least 1",
+            "lifecycle.centre_desk: must name",
+            "lifecycle topics must differ",
+        ] {
+            assert!(err.contains(key), "{key} in {err}");
+        }
     }
 
     #[test]
