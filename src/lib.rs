@@ -6,7 +6,8 @@
 //! keeps one open task per person, and [`task`] encodes the dissuasion task for the officer.
 //! [`lifecycle`] closes the loop: officers' feedback, deadlines and escalations to duty desks.
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
-//! the command line, the tests and the benchmarks all drive the same code.
+//! the command line, the tests and the benchmarks all drive the same code. [`report`] reads
+//! the task and feedback topics back into the figures the anti-fraud centre reports.
 pub mod cli;
 pub mod config;
 pub mod dispatch;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod phone;
 pub mod pipeline;
 pub mod privacy;
+pub mod report;
 pub mod rules;
 pub mod service;
 pub mod synth;

@@ -10,6 +10,7 @@ mod gen_grid;
 mod generate;
 mod locate;
 mod logging;
+mod report;
 mod run;
 mod score;
 
@@ -54,6 +55,9 @@ pub enum Command {
     Generate(generate::Args),
     /// Benchmark end to end through Kafka: throughput against a pass-through baseline, latency.
     Bench(bench::Args),
+    /// The reach figures per district, station, grid cell or rule, read from the task and
+    /// feedback topics; or the per-station task list.
+    Report(report::Args),
     /// Run the embedded Kafka-compatible broker alone on loopback (for development, other
     /// tools and tests).
     #[cfg(feature = "embedded-broker")]
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),
         Command::Generate(args) => generate::run(load_config(&cli.config)?, args),
         Command::Bench(args) => bench::run(load_config(&cli.config)?, args),
+        Command::Report(args) => report::run(&load_config(&cli.config)?, args),
         #[cfg(feature = "embedded-broker")]
         Command::Broker(args) => broker::run(load_config(&cli.config)?, args),
     };
