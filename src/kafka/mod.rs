@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod changelog;
+pub mod dead_letter;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod generate;

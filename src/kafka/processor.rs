@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
@@ -41,22 +41,11 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Action, Laps, NoTimer, Outcome, Pipeline, Stage};
 
-/// Dead-letter headers: why the record was rejected and where it came from.
-pub const HEADER_ERROR: &str = "dissuade.error";
-pub const HEADER_ERROR_KIND: &str = "dissuade.error.kind";
-pub const HEADER_ERROR_FIELD: &str = "dissuade.error.field";
-pub const HEADER_SOURCE_TOPIC: &str = "dissuade.source.topic";
-pub const HEADER_SOURCE_PARTITION: &str = "dissuade.source.partition";
-pub const HEADER_SOURCE_OFFSET: &str = "dissuade.source.offset";
-/// Size of the payload before it was cut to fit, in bytes.
-pub const HEADER_ORIGINAL_SIZE: &str = "dissuade.original.size";
-/// `true` when the dead letter carries only the first `input.max_record_bytes` of the payload.
-pub const HEADER_TRUNCATED: &str = "dissuade.truncated";
-/// For a refused output: the topic that refused it.
-pub const HEADER_OUTPUT_TOPIC: &str = "dissuade.output.topic";
-
-/// Dead-letter kind of an output the broker refused as a record.
-pub const OUTPUT_REJECTED: &str = "output_rejected";
+pub use super::dead_letter::{
+    DeadLetter, HEADER_ERROR, HEADER_ERROR_FIELD, HEADER_ERROR_KIND, HEADER_ORIGINAL_SIZE,
+    HEADER_OUTPUT_TOPIC, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+    HEADER_TRUNCATED, OUTPUT_REJECTED,
+};
 
 /// One event in 64 has its stages timed.
 const STAGE_SAMPLE_MASK: u64 = 63;
@@ -318,39 +307,7 @@ impl Shared {
     ) {
         let max = self.pipeline.input().max_record_bytes;
         let cut = &payload[..payload.len().min(max)];
-        let partition = d.partition.to_string();
-        let offset = d.offset.to_string();
-        let size = letter.original_size.to_string();
-        let mut headers = OwnedHeaders::new_with_capacity(9);
-        for (k, v) in [
-            (HEADER_ERROR, letter.message),
-            (HEADER_ERROR_KIND, letter.kind),
-            (HEADER_SOURCE_TOPIC, self.input_topic.as_str()),
-            (HEADER_SOURCE_PARTITION, partition.as_str()),
-            (HEADER_SOURCE_OFFSET, offset.as_str()),
-            (HEADER_ORIGINAL_SIZE, size.as_str()),
-        ] {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        let optional = [
-            (HEADER_ERROR_FIELD, letter.field),
-            (HEADER_OUTPUT_TOPIC, letter.output_topic),
-            (
-                HEADER_TRUNCATED,
-                (cut.len() < letter.original_size).then_some("true"),
-            ),
-        ];
-        for (k, v) in optional {
-            if let Some(v) = v {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
-        }
+        let headers = letter.headers(&self.input_topic, d.partition, d.offset, cut.len());
         d.output = Output::DeadLetter { bare };
         let mut record = BaseRecord::with_opaque_to(&self.dlq_topic, d)
             .payload(cut)
@@ -776,16 +733,6 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
         }
         shared.processed.fetch_add(1, Ordering::Release);
     }
-}
-
-/// Why a dead letter was written.
-struct DeadLetter<'a> {
-    kind: &'a str,
-    field: Option<&'a str>,
-    message: &'a str,
-    /// For a refused output: the topic that refused it.
-    output_topic: Option<&'a str>,
-    original_size: usize,
 }
 
 fn process_record(
