@@ -19,6 +19,7 @@ use prometheus::{
 };
 
 use crate::grid::MatchKind;
+use crate::lifecycle::{Outcome as FeedbackOutcome, Transition};
 use crate::pipeline::{Action, Outcome, Stage};
 use crate::rules::{Level, RuleSet};
 
@@ -132,6 +133,248 @@ pub struct Metrics {
     e2e_seconds: Histogram,
     e2e_hdr: SharedHdr,
     e2e_recent: Mutex<RecentHdr>,
+    /// The second half of the loop: feedback, closing, escalation.
+    pub lifecycle: LifecycleMetrics,
+}
+
+/// Why feedback was dead-lettered: the [`crate::lifecycle::FeedbackError::kind`] values, the
+/// [`crate::lifecycle::Rejected::kind`] values, and a record with no payload.
+pub const FEEDBACK_REJECTED_REASONS: [&str; 11] = [
+    "too_large",
+    "malformed",
+    "missing_field",
+    "invalid_field",
+    "out_of_range",
+    "unknown_outcome",
+    "empty_record",
+    "unknown_task",
+    "wrong_key",
+    "not_authorized",
+    "closed",
+];
+
+/// Closing outcomes: [`FeedbackOutcome::is_closing`].
+const CLOSING_OUTCOMES: [&str; 4] = [
+    "reached_in_person",
+    "reached_by_phone",
+    "already_defrauded",
+    "false_alarm",
+];
+
+/// Buckets for the time to first contact: a critical task allows 10 minutes, a low one a day.
+const CONTACT_BUCKETS: [f64; 14] = [
+    30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0,
+    86400.0, 172800.0,
+];
+
+/// The lifecycle's metrics. Labels are outcome, reason, tier and status names: never a
+/// person, a number or a task id.
+pub struct LifecycleMetrics {
+    /// Task and feedback records read, by input (`task`, `feedback`).
+    pub records: IntCounterVec,
+    feedback: IntCounterVec,
+    feedback_rejected: IntCounterVec,
+    closed: IntCounterVec,
+    reached: IntCounter,
+    escalations: IntCounterVec,
+    /// Unclosed tasks, summed over this instance's partitions, by status.
+    pub tasks: IntGaugeVec,
+    first_contact_seconds: Histogram,
+    evicted: IntCounterVec,
+    expired: IntCounter,
+    /// Task records the lifecycle could not read (our own output: a bug or another writer).
+    pub task_records_skipped: IntCounter,
+    /// Feedback waiting for its task to arrive on its partition.
+    pub feedback_held: IntGauge,
+    /// Lifecycle records read back from the changelog on assignment.
+    pub restored: IntCounter,
+    /// Task partitions assigned to this instance's lifecycle consumer.
+    pub assigned_partitions: IntGauge,
+}
+
+impl LifecycleMetrics {
+    fn new(registry: &Registry) -> LifecycleMetrics {
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            for v in values {
+                c.with_label_values(&[v]);
+            }
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let tasks = IntGaugeVec::new(
+            Opts::new(
+                "dissuade_lifecycle_tasks",
+                "Unclosed tasks tracked now, by status (open, acknowledged, overdue).",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(tasks.clone()))
+            .expect("unique metric");
+        for s in ["open", "acknowledged", "overdue"] {
+            tasks.with_label_values(&[s]);
+        }
+        let first_contact_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "dissuade_time_to_first_contact_seconds",
+                "From a task's creation to the first report that the person was reached.",
+            )
+            .buckets(CONTACT_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(first_contact_seconds.clone()))
+            .expect("unique metric");
+        LifecycleMetrics {
+            records: counter_vec(
+                "dissuade_lifecycle_records_total",
+                "Task and feedback records read by the lifecycle, by input.",
+                "input",
+                &["task", "feedback"],
+            ),
+            feedback: counter_vec(
+                "dissuade_feedback_total",
+                "Feedback records applied to a task, by outcome.",
+                "outcome",
+                &FeedbackOutcome::NAMES,
+            ),
+            feedback_rejected: counter_vec(
+                "dissuade_feedback_rejected_total",
+                "Feedback records sent to the feedback dead-letter topic, by reason.",
+                "reason",
+                &FEEDBACK_REJECTED_REASONS,
+            ),
+            closed: counter_vec(
+                "dissuade_tasks_closed_total",
+                "Tasks closed, by closing outcome.",
+                "outcome",
+                &CLOSING_OUTCOMES,
+            ),
+            reached: counter(
+                "dissuade_people_reached_total",
+                "Tasks closed with the person reached (in person or by phone).",
+            ),
+            escalations: counter_vec(
+                "dissuade_escalations_total",
+                "Escalations of overdue tasks sent, by tier (1: station desk, 2: centre).",
+                "tier",
+                &["1", "2"],
+            ),
+            tasks,
+            first_contact_seconds,
+            evicted: counter_vec(
+                "dissuade_lifecycle_evicted_total",
+                "Tasks dropped at lifecycle.max_tracked, by what they were (unclosed: no \
+                 longer watched, an escalation may be missed; closed: forgotten early).",
+                "was",
+                &["unclosed", "closed"],
+            ),
+            expired: counter(
+                "dissuade_lifecycle_expired_total",
+                "Unclosed tasks no longer watched, lifecycle.unclosed_retention after their \
+                 last escalation.",
+            ),
+            task_records_skipped: counter(
+                "dissuade_lifecycle_task_records_skipped_total",
+                "Records on the task topic the lifecycle could not read, skipped.",
+            ),
+            feedback_held: gauge(
+                "dissuade_feedback_held_records",
+                "Feedback records waiting (at most lifecycle.unknown_task_grace) for their \
+                 task to arrive on its partition.",
+            ),
+            restored: counter(
+                "dissuade_lifecycle_restored_records_total",
+                "Lifecycle records read back from the changelog on partition assignment.",
+            ),
+            assigned_partitions: gauge(
+                "dissuade_lifecycle_assigned_partitions",
+                "Task partitions assigned to this instance's lifecycle consumer.",
+            ),
+        }
+    }
+
+    /// Counts what a transition means for the figures.
+    pub fn record(&self, t: &Transition) {
+        match t {
+            Transition::Acknowledged { .. } => {
+                self.feedback.with_label_values(&["acknowledged"]).inc()
+            }
+            Transition::Attempted { .. } => self.feedback.with_label_values(&["not_reached"]).inc(),
+            Transition::Closed {
+                outcome,
+                created_at_ms,
+                first_contact_ms,
+                ..
+            } => {
+                self.feedback.with_label_values(&[outcome.as_str()]).inc();
+                self.closed.with_label_values(&[outcome.as_str()]).inc();
+                if outcome.is_reached() {
+                    self.reached.inc();
+                }
+                if let Some(at) = first_contact_ms {
+                    let seconds = (at - created_at_ms).max(0) as f64 / 1000.0;
+                    self.first_contact_seconds.observe(seconds);
+                }
+            }
+            Transition::Escalated { escalation, .. } => {
+                let tier = if escalation.tier <= 1 { "1" } else { "2" };
+                self.escalations.with_label_values(&[tier]).inc();
+            }
+            Transition::Evicted { was, .. } => {
+                let was = if was.is_some() { "unclosed" } else { "closed" };
+                self.evicted.with_label_values(&[was]).inc();
+            }
+            Transition::Expired { .. } => self.expired.inc(),
+            Transition::Opened { .. }
+            | Transition::Upgraded { .. }
+            | Transition::Overdue { .. }
+            | Transition::Forgotten { .. } => {}
+        }
+    }
+
+    /// Counts a dead-lettered feedback record; `reason` is one of
+    /// [`FEEDBACK_REJECTED_REASONS`].
+    pub fn record_rejected(&self, reason: &str) {
+        let reason = if FEEDBACK_REJECTED_REASONS.contains(&reason) {
+            reason
+        } else {
+            "malformed"
+        };
+        self.feedback_rejected.with_label_values(&[reason]).inc();
+    }
+
+    pub fn rejected(&self, reason: &str) -> u64 {
+        self.feedback_rejected.with_label_values(&[reason]).get()
+    }
+
+    pub fn escalations(&self, tier: u8) -> u64 {
+        self.escalations
+            .with_label_values(&[if tier <= 1 { "1" } else { "2" }])
+            .get()
+    }
+
+    pub fn people_reached(&self) -> u64 {
+        self.reached.get()
+    }
 }
 
 impl Metrics {
@@ -349,6 +592,7 @@ impl Metrics {
             e2e_seconds,
             e2e_hdr,
             e2e_recent: Mutex::new(RecentHdr::new()),
+            lifecycle: LifecycleMetrics::new(&registry),
             registry,
         }
     }
@@ -610,6 +854,46 @@ mod tests {
         )));
         assert!(!text.contains("microseconds"));
         assert!(!text.contains("level=\"none\""), "no task has level none");
+    }
+
+    #[test]
+    fn lifecycle_figures_have_bounded_labels_from_the_start() {
+        let text = metrics().render();
+        for line in [
+            "dissuade_feedback_total{outcome=\"reached_by_phone\"} 0\n",
+            "dissuade_feedback_rejected_total{reason=\"unknown_task\"} 0\n",
+            "dissuade_tasks_closed_total{outcome=\"false_alarm\"} 0\n",
+            "dissuade_people_reached_total 0\n",
+            "dissuade_escalations_total{tier=\"2\"} 0\n",
+            "dissuade_lifecycle_tasks{status=\"overdue\"} 0\n",
+            "dissuade_time_to_first_contact_seconds_count 0\n",
+            "dissuade_lifecycle_evicted_total{was=\"unclosed\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_reached_close_counts_the_person_and_the_time_to_first_contact() {
+        let m = metrics();
+        m.lifecycle.record(&Transition::Closed {
+            task_id: crate::task::TaskId([1; 16]),
+            outcome: FeedbackOutcome::ReachedByPhone,
+            by: "TJ-1".into(),
+            at_ms: 100_000,
+            key: "TJ-1".into(),
+            level: Level::High,
+            created_at_ms: 10_000,
+            deadline_ms: 1_000_000,
+            acknowledged_at_ms: None,
+            first_contact_ms: Some(100_000),
+            attempts: 0,
+            tier: 0,
+        });
+        let text = m.render();
+        assert!(text.contains("dissuade_people_reached_total 1\n"), "{text}");
+        assert!(text.contains("dissuade_tasks_closed_total{outcome=\"reached_by_phone\"} 1\n"));
+        assert!(text.contains("dissuade_time_to_first_contact_seconds_sum 90\n"), "{text}");
     }
 
     #[test]
