@@ -661,7 +661,10 @@ impl Config {
         }
         let l = &self.lifecycle;
         for (key, d) in [
-            ("lifecycle.second_escalation_after", l.second_escalation_after),
+            (
+                "lifecycle.second_escalation_after",
+                l.second_escalation_after,
+            ),
             ("lifecycle.closed_retention", l.closed_retention),
             ("lifecycle.unclosed_retention", l.unclosed_retention),
             ("lifecycle.unknown_task_grace", l.unknown_task_grace),
@@ -673,7 +676,10 @@ impl Config {
         if l.max_tracked == 0 {
             problems.push("lifecycle.max_tracked: must be at least 1".into());
         }
-        if l.centre_desk.as_deref().is_some_and(|d| d.trim().is_empty()) {
+        if l.centre_desk
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
             problems.push(
                 "lifecycle.centre_desk: must name the centre's desk, or be left out to use \
                  dispatch.fallback_desk"
@@ -1159,7 +1165,10 @@ mod tests {
             &path,
             [
                 ("DISSUADE__LIFECYCLE__CENTRE_DESK".into(), "desk-0".into()),
-                ("DISSUADE__LIFECYCLE__SECOND_ESCALATION_AFTER".into(), "15m".into()),
+                (
+                    "DISSUADE__LIFECYCLE__SECOND_ESCALATION_AFTER".into(),
+                    "15m".into(),
+                ),
                 ("DISSUADE__LIFECYCLE__ENABLED".into(), "false".into()),
             ],
         )

@@ -1,6 +1,7 @@
 //! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process is
 //! alive: 200 whenever it answers) and `/readyz` (200 once the configuration is loaded, the
-//! broker is reachable and input partitions are assigned; 503 with the reasons otherwise).
+//! broker is reachable, input partitions are assigned and the lifecycle's state is restored;
+//! 503 with the reasons otherwise).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,6 +22,9 @@ pub struct Health {
     pub config_loaded: AtomicBool,
     pub broker_reachable: AtomicBool,
     pub partitions_assigned: AtomicUsize,
+    /// Set while the lifecycle has no restored task partitions yet (from its start to its
+    /// first assignment) or is reading an assignment's state back.
+    pub lifecycle_restoring: AtomicBool,
 }
 
 impl Health {
@@ -36,6 +40,9 @@ impl Health {
         if self.partitions_assigned.load(Ordering::Relaxed) == 0 {
             why.push("no input partitions assigned");
         }
+        if self.lifecycle_restoring.load(Ordering::Relaxed) {
+            why.push("lifecycle state not restored");
+        }
         why
     }
 }
@@ -43,7 +50,7 @@ impl Health {
 const INDEX: &str = "dissuade operations endpoint\n\
     /metrics  Prometheus metrics (text format 0.0.4)\n\
     /healthz  200 while the process runs\n\
-    /readyz   200 when configured, connected and assigned input partitions; 503 and why otherwise\n";
+    /readyz   200 when configured, connected, assigned input partitions and lifecycle state restored; 503 and why otherwise\n";
 
 #[derive(Clone)]
 struct AppState {
@@ -192,6 +199,13 @@ mod tests {
             get(addr, "/readyz").await,
             (503, "not ready: broker not reachable\n".into())
         );
+        health.broker_reachable.store(true, Ordering::Relaxed);
+        health.lifecycle_restoring.store(true, Ordering::Relaxed);
+        assert_eq!(
+            get(addr, "/readyz").await,
+            (503, "not ready: lifecycle state not restored\n".into())
+        );
+        health.lifecycle_restoring.store(false, Ordering::Relaxed);
 
         let (status, body) = get(addr, "/metrics").await;
         assert_eq!(status, 200);

@@ -893,7 +893,10 @@ mod tests {
         let text = m.render();
         assert!(text.contains("dissuade_people_reached_total 1\n"), "{text}");
         assert!(text.contains("dissuade_tasks_closed_total{outcome=\"reached_by_phone\"} 1\n"));
-        assert!(text.contains("dissuade_time_to_first_contact_seconds_sum 90\n"), "{text}");
+        assert!(
+            text.contains("dissuade_time_to_first_contact_seconds_sum 90\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The service assembled: configuration → pipeline → (embedded broker) → topics → metrics
-//! endpoint → processor. `dissuade run` and `dissuade demo` both start it this way.
+//! endpoint → processor and task lifecycle. `dissuade run` and `dissuade demo` both start it
+//! this way.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::grid::GridWarning;
 use crate::http::{self, Health};
+use crate::kafka::lifecycle::{self, Clock, LifecycleHandle, LifecycleOptions};
 use crate::kafka::processor::{self, ProcessorHandle};
 use crate::kafka::{ensure_topics, KafkaSetupError};
 use crate::metrics::Metrics;
@@ -30,6 +32,8 @@ pub enum ServiceError {
     },
     #[error("processor: {0}")]
     Processor(String),
+    #[error("lifecycle: {0}")]
+    Lifecycle(String),
 }
 
 pub struct Service {
@@ -41,6 +45,7 @@ pub struct Service {
     pub metrics_addr: Option<SocketAddr>,
     pub warnings: Vec<GridWarning>,
     processor: ProcessorHandle,
+    lifecycle: Option<LifecycleHandle>,
     shutdown: CancellationToken,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<crate::kafka::embedded::EmbeddedBroker>,
@@ -52,6 +57,16 @@ impl Service {
         config: &Config,
         create_topics: bool,
         shutdown: CancellationToken,
+    ) -> Result<Service, ServiceError> {
+        Self::start_with_clock(config, create_topics, shutdown, lifecycle::wall_clock()).await
+    }
+
+    /// [`Service::start`] with the lifecycle's deadlines on `clock`.
+    pub async fn start_with_clock(
+        config: &Config,
+        create_topics: bool,
+        shutdown: CancellationToken,
+        clock: Clock,
     ) -> Result<Service, ServiceError> {
         let (pipeline, warnings) = Pipeline::load(config)?;
         let pipeline = Arc::new(pipeline);
@@ -112,6 +127,30 @@ impl Service {
             health.clone(),
             shutdown.clone(),
         )?;
+        let lifecycle = if config.lifecycle.enabled {
+            let options = LifecycleOptions {
+                clock,
+                desks: lifecycle::station_desks(pipeline.grid()),
+            };
+            let started = lifecycle::spawn(
+                config,
+                &bootstrap,
+                metrics.clone(),
+                health.clone(),
+                shutdown.clone(),
+                options,
+            );
+            match started {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    shutdown.cancel();
+                    let _ = tokio::task::spawn_blocking(move || processor.join()).await;
+                    return Err(e.into());
+                }
+            }
+        } else {
+            None
+        };
         Ok(Service {
             pipeline,
             metrics,
@@ -120,6 +159,7 @@ impl Service {
             metrics_addr,
             warnings,
             processor,
+            lifecycle,
             shutdown,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
@@ -130,14 +170,23 @@ impl Service {
         &self.shutdown
     }
 
-    /// Waits for the processor to stop (after the token is cancelled, or on a fatal error),
-    /// then stops the embedded broker.
+    /// Waits for the processor and the lifecycle to stop (after the token is cancelled, or
+    /// when either fails: then the other is stopped too), then stops the embedded broker.
     pub async fn wait(self) -> Result<(), ServiceError> {
-        let processor = self.processor;
-        let result = tokio::task::spawn_blocking(move || processor.join())
-            .await
-            .unwrap_or_else(|e| Err(format!("processor task: {e}")));
+        let (processor, lifecycle) = (self.processor, self.lifecycle);
+        while !self.shutdown.is_cancelled()
+            && !processor.is_finished()
+            && !lifecycle.as_ref().is_some_and(LifecycleHandle::is_finished)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         self.shutdown.cancel();
-        result.map_err(ServiceError::Processor)
+        let (p, l) = tokio::task::spawn_blocking(move || {
+            (processor.join(), lifecycle.map(LifecycleHandle::join))
+        })
+        .await
+        .unwrap_or_else(|e| (Err(format!("processor task: {e}")), None));
+        p.map_err(ServiceError::Processor)?;
+        l.unwrap_or(Ok(())).map_err(ServiceError::Lifecycle)
     }
 }

@@ -11,6 +11,7 @@ pub mod dead_letter;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 pub mod generate;
+pub mod lifecycle;
 pub mod offsets;
 pub mod processor;
 pub mod store;
@@ -38,6 +39,8 @@ pub enum KafkaSetupError {
     Embedded(String),
     #[error("open-task state topic: {0}")]
     State(#[source] changelog::ChangelogError),
+    #[error("task lifecycle: {0}")]
+    Lifecycle(#[source] store::StoreError),
     #[error("starting the consumer thread: {0}")]
     Thread(#[source] std::io::Error),
 }

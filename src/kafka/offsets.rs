@@ -26,6 +26,14 @@ impl PartitionOffsets {
         self.next = Some(self.next.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
+    /// Adds `outputs` more to a record still awaiting acknowledgements: a record held back
+    /// (counted as one output until it is released) that produced outputs when released.
+    pub fn add_outputs(&mut self, offset: i64, outputs: u32) {
+        if let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+            self.pending[i].1 += outputs;
+        }
+    }
+
     /// Records the broker's acknowledgement of one output of `offset`.
     pub fn acknowledged(&mut self, offset: i64) {
         if let Ok(i) = self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
@@ -100,6 +108,20 @@ mod tests {
         assert_eq!(p.committable(), Some(5));
         p.acknowledged(5);
         assert_eq!(p.committable(), Some(6));
+    }
+
+    #[test]
+    fn a_held_record_pins_the_commit_until_released_and_its_outputs_acknowledged() {
+        let mut p = PartitionOffsets::default();
+        p.processed(0, 1); // held
+        p.processed(1, 0);
+        assert_eq!(p.committable(), Some(0));
+        p.add_outputs(0, 2);
+        p.acknowledged(0); // released
+        assert_eq!(p.committable(), Some(0));
+        p.acknowledged(0);
+        p.acknowledged(0);
+        assert_eq!(p.committable(), Some(2));
     }
 
     #[test]

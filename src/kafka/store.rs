@@ -45,6 +45,18 @@ pub enum StoreError {
         found: usize,
         needed: usize,
     },
+    #[error(
+        "topic {topic} has {found} partitions but topic {source_topic} has {needed}: they must \
+         have the same count, so that partition i of both meets on one instance; give {topic} \
+         {needed} partitions or name another in {config_key}"
+    )]
+    PartitionMismatch {
+        topic: String,
+        config_key: &'static str,
+        found: usize,
+        source_topic: String,
+        needed: usize,
+    },
     #[error("creating {what} topic {topic}: {reason}")]
     Create {
         what: &'static str,
@@ -106,8 +118,7 @@ pub fn create_topics(
     settings: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<(), StoreError> {
-    let admin: AdminClient<DefaultClientContext> =
-        client.create().map_err(StoreError::Metadata)?;
+    let admin: AdminClient<DefaultClientContext> = client.create().map_err(StoreError::Metadata)?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|t| {
@@ -174,7 +185,12 @@ pub fn ensure_topic(
         ],
         timeout,
     )?;
-    info!(topic = log.topic, partitions = needed, what = log.what, "created a changelog topic");
+    info!(
+        topic = log.topic,
+        partitions = needed,
+        what = log.what,
+        "created a changelog topic"
+    );
     Ok(needed)
 }
 
