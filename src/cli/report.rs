@@ -131,20 +131,26 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         stall_timeout: args.stall_timeout,
     };
     let interactive = std::io::stderr().is_terminal();
+    // On a terminal, one line per topic rewritten in place; in a log, a line each time.
+    let open_line: std::cell::RefCell<Option<String>> = Default::default();
     let mut progress = |topic: &str, read: u64, total: u64| {
-        // A terminal gets one line rewritten in place; a log gets a line each time.
-        if interactive {
-            eprint!("\rreading {topic}: {read} / {total} records");
-            if read == total {
-                eprintln!();
-            }
-        } else {
+        if !interactive {
             eprintln!("reading {topic}: {read} / {total} records");
+            return;
         }
+        let mut open = open_line.borrow_mut();
+        if open.as_deref().is_some_and(|t| t != topic) {
+            eprintln!();
+        }
+        eprint!("\rreading {topic}: {read} / {total} records");
+        *open = Some(topic.to_string());
     };
     let mut out = super::stdout();
     let summary = report::run(&req, &mut out, &mut progress).context("building the report")?;
     out.flush()?;
+    if open_line.borrow().is_some() {
+        eprintln!();
+    }
     eprintln!(
         "read {} task-topic records ({} skipped) and {} feedback records ({} skipped){}; {} \
          tasks in the window",
