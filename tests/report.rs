@@ -295,6 +295,26 @@ async fn report_rows_per_station_and_rule_are_exact_and_reproducible() {
     // The same topics, the same report.
     assert_eq!(run(&request(&cfg, Dimension::Rule, Format::Csv)), by_rule);
 
+    // JSON carries the same figures and the window.
+    let by_district: Value =
+        serde_json::from_str(&run(&request(&cfg, Dimension::District, Format::Json))).unwrap();
+    assert_eq!(by_district["by"], "district");
+    assert_eq!(by_district["as_of"], "2026-11-25T00:00:00Z");
+    assert_eq!(by_district["from"], "2026-11-24T00:00:00Z");
+    let keys: Vec<&str> = by_district["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["120101", "120102"]);
+    assert_eq!(
+        by_district["total"],
+        json!({"key": "total", "name": null, "tasks": 6, "people": 4, "reached": 2,
+               "reach_rate": 0.5, "median_first_contact_s": 240.0, "p90_first_contact_s": 2100.0,
+               "overdue": 2, "escalated": 1, "false_alarms": 1, "losses_cny": 5000.0})
+    );
+
     // The table aligns what the CSV says (printed for docs/report.md with --nocapture).
     let table = run(&request(&cfg, Dimension::Station, Format::Table));
     println!("{table}");
