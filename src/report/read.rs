@@ -16,22 +16,15 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
+    // The Kafka error is in the message, not the source chain: its own chain repeats it.
     #[error("creating the Kafka consumer: {0}")]
-    Client(#[source] KafkaError),
+    Client(KafkaError),
     #[error("topic {topic} does not exist")]
     NoSuchTopic { topic: String },
-    #[error("topic {topic}: reading its partitions and offsets: {source}")]
-    Metadata {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error("topic {topic}: reading: {source}")]
-    Consume {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
+    #[error("topic {topic}: reading its partitions and offsets: {error}")]
+    Metadata { topic: String, error: KafkaError },
+    #[error("topic {topic}: reading: {error}")]
+    Consume { topic: String, error: KafkaError },
     #[error(
         "topic {topic}: no record for {waited:?} with {remaining} of {total} records still to \
          read (is the broker reachable? were records deleted by retention meanwhile?)"
@@ -68,9 +61,9 @@ pub fn snapshot(
     topic: &str,
     timeout: Duration,
 ) -> Result<Snapshot, ReadError> {
-    let meta_err = |source| ReadError::Metadata {
+    let meta_err = |error| ReadError::Metadata {
         topic: topic.into(),
-        source,
+        error,
     };
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
@@ -124,9 +117,9 @@ pub fn read(
         if hi > lo {
             remaining.insert(p, hi);
             tpl.add_partition_offset(&snap.topic, p, Offset::Offset(lo))
-                .map_err(|source| ReadError::Consume {
+                .map_err(|error| ReadError::Consume {
                     topic: snap.topic.clone(),
-                    source,
+                    error,
                 })?;
         }
     }
@@ -134,9 +127,9 @@ pub fn read(
         progress(0, 0);
         return Ok(0);
     }
-    let consume_err = |source| ReadError::Consume {
+    let consume_err = |error| ReadError::Consume {
         topic: snap.topic.clone(),
-        source,
+        error,
     };
     consumer.assign(&tpl).map_err(consume_err)?;
     let mut read = 0u64;
