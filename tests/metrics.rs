@@ -368,6 +368,21 @@ async fn scrape_shows_exact_counts_for_a_known_input() {
     assert!((60.0..180.0).contains(&p99), "e2e p99 {p99}");
     let cells = s["dissuade_grid_cells_loaded"];
     assert!(cells > 1000.0, "{cells} grid cells");
+    // The lifecycle's families are exposed from the start, with their bounded label sets
+    // (this processor runs without the lifecycle: tests/lifecycle.rs counts them).
+    for series in [
+        "dissuade_feedback_total{outcome=\"reached_by_phone\"}",
+        "dissuade_feedback_rejected_total{reason=\"wrong_key\"}",
+        "dissuade_tasks_closed_total{outcome=\"false_alarm\"}",
+        "dissuade_people_reached_total",
+        "dissuade_escalations_total{tier=\"1\"}",
+        "dissuade_escalations_total{tier=\"2\"}",
+        "dissuade_lifecycle_tasks{status=\"overdue\"}",
+        "dissuade_time_to_first_contact_seconds_count",
+        "dissuade_lifecycle_evicted_total{was=\"unclosed\"}",
+    ] {
+        expect(series, 0.0);
+    }
     assert!(!text.contains("microseconds"));
 
     // No label carries a phone number: no run of 7 digits in any label value (bucket bounds

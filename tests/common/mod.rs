@@ -327,6 +327,11 @@ pub fn run_command(cfg: &dissuade::config::Config) -> std::process::Command {
         )
         .env("DISSUADE__KAFKA__GROUP_ID", format!("\"{}\"", k.group_id))
         .env("DISSUADE__KAFKA__COMMIT_INTERVAL", "\"100ms\"")
+        // These tests read the task topic as the processor's tasks. The synthetic events are
+        // dated 2026-11-24, so on the wall clock every task is past its deadline and the
+        // lifecycle would add an escalation per task to that topic (tests/lifecycle.rs
+        // covers it, with a clock of its own).
+        .env("DISSUADE__LIFECYCLE__ENABLED", "false")
         // A killed member keeps its partitions until its session times out (45 s default).
         .env(
             "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
