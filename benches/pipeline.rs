@@ -11,7 +11,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use geo::{Coord, LineString, MultiPolygon, Polygon};
@@ -24,7 +24,8 @@ use dissuade::event::Event;
 use dissuade::grid::{
     CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
 };
-use dissuade::pipeline::Pipeline;
+use dissuade::lifecycle::{Feedback, Lifecycle, LifecycleSettings, TrackedTask};
+use dissuade::pipeline::{Action, Outcome, Pipeline};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
 use dissuade::synth::{Synth, SynthConfig};
 use dissuade::task::{Assignee, GridRef, Notify, Reason, Task, TaskId, Victim};
@@ -433,9 +434,119 @@ fn whole_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// The task records the pipeline writes for the synthetic mix, with their Kafka keys.
+fn task_records(pipeline: &Pipeline, events: &[Vec<u8>], now_ms: i64) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    events
+        .iter()
+        .filter_map(|e| {
+            out.clear();
+            match pipeline.process(e, 0, now_ms, &mut out) {
+                Outcome::Scored(s) => match s.action {
+                    Action::Task(t) => Some((t.key, out.clone())),
+                    _ => None,
+                },
+                Outcome::Rejected(_) => None,
+            }
+        })
+        .collect()
+}
+
+fn lifecycle_settings() -> LifecycleSettings {
+    LifecycleSettings {
+        second_escalation_after: Duration::from_secs(3600),
+        centre_desk: "centre".into(),
+        closed_retention: Duration::from_secs(7 * 24 * 3600),
+        unclosed_retention: Duration::from_secs(7 * 24 * 3600),
+        max_tracked: 10_000_000,
+    }
+}
+
+/// What the lifecycle edge does per record: decode, apply, and encode every changelog value.
+fn track(lifecycle: &mut Lifecycle, record: &[u8]) -> usize {
+    let mut task = TrackedTask::decode(record).expect("the pipeline's own task");
+    task.station_desk = task.station_id.clone();
+    black_box(lifecycle.on_task(task));
+    let changes = lifecycle.take_changes();
+    changes
+        .iter()
+        .filter_map(|c| c.value())
+        .map(|v| v.len())
+        .sum()
+}
+
+/// The lifecycle against the task rate the pipeline produces: tracking each task the pipeline
+/// writes, and two feedback records per task (acknowledged, then reached by phone), each with
+/// its changelog write. Every timed task id is new to its `Lifecycle` (a fresh one per pass
+/// over the records; building and dropping it is not timed).
+fn lifecycle(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let events = synthetic_events(&pipeline, EVENTS);
+    let tasks = task_records(&pipeline, &events, T0_MS + EVENTS as i64 * 10);
+    let feedback: Vec<(String, Vec<u8>)> = tasks
+        .iter()
+        .flat_map(|(key, record)| {
+            let t = TrackedTask::decode(record).expect("the pipeline's own task");
+            ["acknowledged", "reached_by_phone"].map(|outcome| {
+                let json = format!(
+                    r#"{{"task_id":"{}","actor_id":"{key}","at":{},"outcome":"{outcome}"}}"#,
+                    t.task_id,
+                    t.created_at_ms + 60_000
+                );
+                (key.clone(), json.into_bytes())
+            })
+        })
+        .collect();
+    let mut g = c.benchmark_group("lifecycle");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(format!("track_task_{}", tasks.len()), |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let mut lifecycle = Lifecycle::new(lifecycle_settings());
+                let n = (iters - done).min(tasks.len() as u64) as usize;
+                let start = Instant::now();
+                for (_, record) in &tasks[..n] {
+                    black_box(track(&mut lifecycle, record));
+                }
+                timed += start.elapsed();
+                done += n as u64;
+            }
+            timed
+        })
+    });
+    g.bench_function("feedback_ack_then_reached", |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let mut lifecycle = Lifecycle::new(lifecycle_settings());
+                for (_, record) in &tasks {
+                    track(&mut lifecycle, record);
+                }
+                let n = (iters - done).min(feedback.len() as u64) as usize;
+                let start = Instant::now();
+                for (key, record) in &feedback[..n] {
+                    let fb = Feedback::decode(record).expect("valid feedback");
+                    let applied = lifecycle.on_feedback(&fb, Some(key.as_bytes()));
+                    black_box(applied.is_ok());
+                    for change in lifecycle.take_changes() {
+                        black_box(change.value());
+                    }
+                }
+                timed += start.elapsed();
+                done += n as u64;
+            }
+            timed
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = stages;
     config = configure();
-    targets = decode, score, grid, dispatch, encode, whole_pipeline
+    targets = decode, score, grid, dispatch, encode, whole_pipeline, lifecycle
 }
 criterion_main!(stages);
