@@ -27,7 +27,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -104,7 +104,7 @@ pub fn spawn(
         second_after: config.lifecycle.second_escalation_after,
         stories: FxHashMap::default(),
         story_age: VecDeque::new(),
-        closing: FxHashSet::default(),
+        story_state: FxHashMap::default(),
         next_story: 0,
         due: BTreeMap::new(),
         next_seq: 0,
@@ -143,6 +143,15 @@ struct Pending {
     step: Step,
 }
 
+/// What is planned for one chain of tasks.
+#[derive(Debug, Default, Clone, Copy)]
+struct Story {
+    /// Somebody is going to close it.
+    closing: bool,
+    /// When its last planned report is due.
+    last_step_ms: i64,
+}
+
 /// The officers' memory: stories by task id, and what is due when.
 struct Simulation {
     seed: u64,
@@ -150,8 +159,7 @@ struct Simulation {
     /// Task, upgrade and escalation ids → their chain.
     stories: FxHashMap<TaskId, u64>,
     story_age: VecDeque<TaskId>,
-    /// Chains that somebody is going to close.
-    closing: FxHashSet<u64>,
+    story_state: FxHashMap<u64, Story>,
     next_story: u64,
     /// (due ms, sequence): the sequence keeps a plan's steps in order when they are all late.
     due: BTreeMap<(i64, u64), Pending>,
@@ -186,13 +194,22 @@ impl Simulation {
                     return; // a task from before the demo's officers started
                 };
                 self.remember(esc.task_id, story);
-                if self.closing.contains(&story) {
+                // A forgotten story counts as closing: better a desk that stays silent than
+                // a report on a closed task.
+                let Some(state) = self.story_state.get(&story).copied() else {
+                    return;
+                };
+                if state.closing {
                     return;
                 }
+                // An upgrade can bring the deadline forward, past reports the officers
+                // still have planned: the desk acts after them, or its close would get
+                // them dead-lettered as `closed`.
+                let start = now_ms.max(state.last_step_ms + 1_000);
                 let plan = desk_plan(
                     &mut self.rng_for(esc.task_id),
                     &esc,
-                    now_ms,
+                    start,
                     self.second_after,
                 );
                 self.schedule(story, plan);
@@ -208,8 +225,13 @@ impl Simulation {
 
     fn remember(&mut self, task_id: TaskId, story: u64) {
         if self.story_age.len() >= MAX_STORIES {
-            if let Some(old) = self.story_age.pop_front() {
-                self.stories.remove(&old);
+            if let Some(story) = self
+                .story_age
+                .pop_front()
+                .and_then(|old| self.stories.remove(&old))
+            {
+                // Its later ids then find no state, and the desks leave them alone.
+                self.story_state.remove(&story);
             }
         }
         self.stories.insert(task_id, story);
@@ -217,8 +239,10 @@ impl Simulation {
     }
 
     fn schedule(&mut self, story: u64, plan: Plan) {
-        if plan.closes() {
-            self.closing.insert(story);
+        let state = self.story_state.entry(story).or_default();
+        state.closing |= plan.closes();
+        if let Some(last) = plan.steps.last() {
+            state.last_step_ms = state.last_step_ms.max(last.at_ms);
         }
         for step in plan.steps {
             self.next_seq += 1;
@@ -373,7 +397,7 @@ mod tests {
             second_after: Duration::from_secs(72),
             stories: FxHashMap::default(),
             story_age: VecDeque::new(),
-            closing: FxHashSet::default(),
+            story_state: FxHashMap::default(),
             next_story: 0,
             due: BTreeMap::new(),
             next_seq: 0,
@@ -412,7 +436,7 @@ mod tests {
         for i in 0..400 {
             let t = task(i, None);
             sim.on_record(Record::Task(t.clone()), 1_000_000);
-            let officers_close = sim.closing.contains(&sim.stories[&t.task_id]);
+            let officers_close = sim.story_state[&sim.stories[&t.task_id]].closing;
             drain(&mut sim);
             sim.on_record(Record::Escalation(escalation_of(&t, 1)), 1_013_000);
             let desk = drain(&mut sim);
@@ -431,6 +455,28 @@ mod tests {
             skipped > 250 && desk_records > 0,
             "{skipped} {desk_records}"
         );
+    }
+
+    #[test]
+    fn a_desk_acts_after_the_reports_the_officers_still_have_planned() {
+        let mut sim = sim();
+        let mut checked = 0;
+        for i in 0..400 {
+            let t = task(i, None);
+            sim.on_record(Record::Task(t.clone()), 1_000_000);
+            let officers = drain(&mut sim);
+            if officers.is_empty() || officers.iter().any(|p| p.step.outcome.is_closing()) {
+                continue;
+            }
+            let last = officers.iter().map(|p| p.step.at_ms).max().unwrap();
+            // Escalated early, as when an upgrade brought the deadline forward.
+            sim.on_record(Record::Escalation(escalation_of(&t, 1)), 1_001_000);
+            for p in drain(&mut sim) {
+                assert!(p.step.at_ms > last, "{} <= {last}", p.step.at_ms);
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
     }
 
     #[test]
