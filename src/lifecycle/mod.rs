@@ -11,7 +11,9 @@
 //! with a timer per key: tasks, feedback and a clock go in, [`Transition`]s come out, and
 //! nothing here does I/O or reads the wall clock. Tasks and their feedback share a partition
 //! because both are keyed by the assignee id. Deadlines sit in a queue ordered by due time,
-//! so [`Lifecycle::advance`] touches only what is due. Memory is bounded by `max_tracked`.
+//! so [`Lifecycle::advance`] touches only what is due. Memory is bounded by `max_tracked`,
+//! and entries are held in a compact form rather than as their changelog values (see
+//! `entry.rs`): about 170 bytes per open task in `examples/lifecycle_memory.rs`.
 //!
 //! Every state change is available as a [`Change`] (the task's [`TaskState`], or a tombstone)
 //! for a compacted changelog keyed by task id; [`Lifecycle::restore`] rebuilds the partition
@@ -19,15 +21,18 @@
 //! replaying input after a restore never escalates twice, and escalation ids are
 //! deterministic, so a downstream consumer can drop a repeat that slipped through anyway.
 
+mod entry;
 mod escalation;
 pub mod feedback;
 mod state;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::SmallVec;
 use thiserror::Error;
 
 use crate::privacy::mask_digits;
@@ -40,6 +45,7 @@ pub use state::{
     Change, ClosedState, Status, TaskKind, TaskRecordError, TaskState, TrackedState, TrackedTask,
 };
 
+use entry::{owned, Closed, Entry, PartiesView, Pool, Tracked};
 use state::{push_bounded, MAX_CHAIN, MAX_SEEN};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +204,7 @@ impl Rejected {
 
 #[derive(Debug)]
 struct Slot {
-    state: TaskState,
+    entry: Entry,
     /// Insertion order for eviction; a queue item with another sequence number is stale.
     seq: u64,
 }
@@ -206,12 +212,13 @@ struct Slot {
 /// The lifecycle of the tasks of one input partition.
 #[derive(Debug)]
 pub struct Lifecycle {
-    centre_desk: String,
+    centre_desk: Arc<str>,
     second_ms: i64,
     closed_ms: i64,
     unclosed_ms: i64,
     max_tracked: usize,
     entries: FxHashMap<TaskId, Slot>,
+    pool: Pool,
     /// Earlier ids of upgraded tasks and escalation ids, to the entry that carries them.
     aliases: FxHashMap<TaskId, TaskId>,
     /// (due_ms, task id) of each entry's next timer. An item that no longer matches its
@@ -247,12 +254,13 @@ fn status_index(s: Status) -> usize {
 impl Lifecycle {
     pub fn new(settings: LifecycleSettings) -> Lifecycle {
         Lifecycle {
-            centre_desk: settings.centre_desk,
+            centre_desk: settings.centre_desk.into(),
             second_ms: millis(settings.second_escalation_after),
             closed_ms: millis(settings.closed_retention),
             unclosed_ms: millis(settings.unclosed_retention),
             max_tracked: settings.max_tracked.max(1),
             entries: FxHashMap::default(),
+            pool: Pool::default(),
             aliases: FxHashMap::default(),
             due: BinaryHeap::new(),
             tracked_age: VecDeque::new(),
@@ -282,20 +290,25 @@ impl Lifecycle {
             return Vec::new();
         }
         let mut out = Vec::new();
-        let previous = task
-            .upgrade_of
-            .and_then(|p| self.resolve(p))
-            .filter(|p| matches!(self.state_of(*p), Some(TaskState::Tracked(_))));
-        let state = match previous.and_then(|p| self.take(p, true)) {
-            Some(TaskState::Tracked(prev)) => {
-                let state = inherit(prev, task);
+        let previous = task.upgrade_of.and_then(|p| self.resolve(p)).filter(|p| {
+            matches!(
+                self.entries.get(p),
+                Some(Slot {
+                    entry: Entry::Tracked(_),
+                    ..
+                })
+            )
+        });
+        let entry = match previous.and_then(|p| Some((p, self.take(p, true)?))) {
+            Some((from, Entry::Tracked(prev))) => {
+                let entry = inherit(&mut self.pool, from, prev, &task);
                 out.push(Transition::Upgraded {
-                    task_id: state.task_id,
-                    from: *state.supersedes.last().expect("an upgrade supersedes"),
-                    status: state.status,
-                    deadline_ms: state.deadline_ms,
+                    task_id: task.task_id,
+                    from,
+                    status: entry.status,
+                    deadline_ms: entry.deadline_ms,
                 });
-                state
+                entry
             }
             _ => {
                 self.make_room(&mut out);
@@ -304,10 +317,10 @@ impl Lifecycle {
                     level: task.level,
                     deadline_ms: task.deadline_ms,
                 });
-                fresh(task)
+                fresh(&mut self.pool, &task, &[])
             }
         };
-        self.put(TaskState::Tracked(state), true);
+        self.put(task.task_id, Entry::Tracked(entry), true);
         out
     }
 
@@ -326,20 +339,20 @@ impl Lifecycle {
             task_id: fb.task_id,
         })?;
         let fingerprint = fb.fingerprint();
-        let t = match &self.entries[&id].state {
-            TaskState::Closed(c) if c.seen.contains(&fingerprint) => return Ok(Vec::new()),
-            TaskState::Closed(c) => {
+        let t = match &self.entries[&id].entry {
+            Entry::Closed(c) if c.seen.contains(&fingerprint) => return Ok(Vec::new()),
+            Entry::Closed(c) => {
                 return Err(Rejected::Closed {
                     task_id: id,
-                    outcome: c.outcome.clone(),
+                    outcome: owned(&c.outcome),
                 })
             }
-            TaskState::Tracked(t) => t,
+            Entry::Tracked(t) => t,
         };
-        if key != Some(t.key.as_bytes()) {
+        if key != Some(t.parties.key.as_bytes()) {
             return Err(Rejected::WrongKey {
                 task_id: id,
-                expected: mask_digits(&t.key).into_owned(),
+                expected: mask_digits(&t.parties.key).into_owned(),
             });
         }
         if !self.may_report(t, &fb.actor_id) {
@@ -348,26 +361,28 @@ impl Lifecycle {
                 actor: mask_digits(&fb.actor_id).into_owned(),
             });
         }
-        if t.seen.contains(&fingerprint) {
+        if t.story().seen.contains(&fingerprint) {
             return Ok(Vec::new());
         }
         let mut t = t.clone();
-        push_bounded(&mut t.seen, fingerprint, MAX_SEEN);
-        if !t.responded.iter().any(|r| *r == fb.actor_id) {
-            t.responded.push(fb.actor_id.clone().into_owned());
+        if !t.story().responded.iter().any(|r| **r == *fb.actor_id) {
+            let actor = self.shared_actor(&t, &fb.actor_id);
+            t.story_mut().responded.push(actor);
         }
+        push_bounded(&mut t.story_mut().seen, fingerprint, MAX_SEEN);
         let by = fb.actor_id.clone().into_owned();
         let transition = match fb.outcome {
             Outcome::Acknowledged => {
-                let first = t.acknowledged_at_ms.is_none();
+                let story = t.story_mut();
+                let first = story.acknowledged_at_ms.is_none();
                 if first {
-                    t.acknowledged_at_ms = Some(fb.at_ms);
+                    story.acknowledged_at_ms = Some(fb.at_ms);
                 }
                 if t.status == Status::Open {
                     t.status = Status::Acknowledged;
                 }
                 let status = t.status;
-                self.put(TaskState::Tracked(t), true);
+                self.put(id, Entry::Tracked(t), true);
                 Transition::Acknowledged {
                     task_id: id,
                     by,
@@ -377,9 +392,10 @@ impl Lifecycle {
                 }
             }
             Outcome::NotReached(reason) => {
-                t.attempts = t.attempts.saturating_add(1);
-                let attempts = t.attempts;
-                self.put(TaskState::Tracked(t), true);
+                let story = t.story_mut();
+                story.attempts = story.attempts.saturating_add(1);
+                let attempts = story.attempts;
+                self.put(id, Entry::Tracked(t), true);
                 Transition::Attempted {
                     task_id: id,
                     by,
@@ -389,31 +405,31 @@ impl Lifecycle {
                 }
             }
             outcome => {
-                if outcome.is_reached() && t.first_contact_ms.is_none() {
-                    t.first_contact_ms = Some(fb.at_ms);
+                let mut story = t.story.take().unwrap_or_default();
+                if outcome.is_reached() && story.first_contact_ms.is_none() {
+                    story.first_contact_ms = Some(fb.at_ms);
                 }
-                let closed = ClosedState {
-                    task_id: id,
-                    supersedes: std::mem::take(&mut t.supersedes),
-                    key: t.key.clone(),
-                    outcome: outcome.as_str().to_owned(),
+                let closed = Closed {
+                    key: t.parties.key.clone(),
+                    outcome: self.pool.str(outcome.as_str()),
                     closed_at_ms: self.now_ms.max(fb.at_ms),
                     tier: t.tier,
-                    seen: std::mem::take(&mut t.seen),
+                    supersedes: std::mem::take(&mut story.supersedes).into_boxed_slice(),
+                    seen: std::mem::take(&mut story.seen).into_boxed_slice(),
                 };
-                self.put(TaskState::Closed(closed), true);
+                self.put(id, Entry::Closed(Box::new(closed)), true);
                 Transition::Closed {
                     task_id: id,
                     outcome,
                     by,
                     at_ms: fb.at_ms,
-                    key: t.key,
+                    key: owned(&t.parties.key),
                     level: t.level,
                     created_at_ms: t.created_at_ms,
                     deadline_ms: t.deadline_ms,
-                    acknowledged_at_ms: t.acknowledged_at_ms,
-                    first_contact_ms: t.first_contact_ms,
-                    attempts: t.attempts,
+                    acknowledged_at_ms: story.acknowledged_at_ms,
+                    first_contact_ms: story.first_contact_ms,
+                    attempts: story.attempts,
                     tier: t.tier,
                 }
             }
@@ -437,17 +453,17 @@ impl Lifecycle {
             let Some(slot) = self.entries.get(&id) else {
                 continue;
             };
-            if self.next_due(&slot.state) != due {
+            if self.next_due(&slot.entry) != due {
                 continue;
             }
-            match &slot.state {
-                TaskState::Closed(_) => {
+            match &slot.entry {
+                Entry::Closed(_) => {
                     self.take(id, true);
                     out.push(Transition::Forgotten { task_id: id });
                 }
-                TaskState::Tracked(t) => {
+                Entry::Tracked(t) => {
                     let t = t.clone();
-                    self.fire(t, now, &mut out);
+                    self.fire(id, t, now, &mut out);
                 }
             }
         }
@@ -455,11 +471,10 @@ impl Lifecycle {
     }
 
     /// The next escalation, expiry or forgetting of a tracked task.
-    fn fire(&mut self, mut t: TrackedState, now: i64, out: &mut Vec<Transition>) {
-        let id = t.task_id;
+    fn fire(&mut self, id: TaskId, mut t: Tracked, now: i64, out: &mut Vec<Transition>) {
         let to_desk = if t.tier == 0 {
-            match &t.station_desk {
-                Some(desk) if *desk != t.key && *desk != self.centre_desk => desk.clone(),
+            match &t.parties.station_desk {
+                Some(desk) if *desk != t.parties.key && *desk != self.centre_desk => desk.clone(),
                 _ => self.centre_desk.clone(),
             }
         } else if t.tier == 1 && !self.escalated_to_centre(&t) {
@@ -472,34 +487,36 @@ impl Lifecycle {
             });
             return;
         };
+        let deadline_ms = t.deadline_ms;
         if t.tier == 0 {
             t.status = Status::Overdue;
-            t.overdue_since_ms = Some(t.deadline_ms);
+            t.story_mut().overdue_since_ms = Some(deadline_ms);
             out.push(Transition::Overdue {
                 task_id: id,
-                since_ms: t.deadline_ms,
+                since_ms: deadline_ms,
             });
         }
         t.tier += 1;
-        t.last_escalated_ms = Some(now);
-        let root = t.supersedes.first().copied().unwrap_or(id);
+        t.story_mut().last_escalated_ms = Some(now);
+        let story = t.story();
+        let root = story.supersedes.first().copied().unwrap_or(id);
         let escalation = Escalation {
             escalation_id: Escalation::id_for(root, t.tier),
             of: id,
             tier: t.tier,
-            to_desk: to_desk.clone(),
+            to_desk: owned(&to_desk),
             created_at_ms: t.created_at_ms,
-            deadline_ms: t.deadline_ms,
-            overdue_since_ms: t.overdue_since_ms.unwrap_or(t.deadline_ms),
+            deadline_ms,
+            overdue_since_ms: story.overdue_since_ms.unwrap_or(deadline_ms),
             not_responded: not_responded(&t),
-            acknowledged_at_ms: t.acknowledged_at_ms,
-            attempts: t.attempts,
-            original_key: t.key.clone(),
-            station_id: t.station_id.clone(),
+            acknowledged_at_ms: story.acknowledged_at_ms,
+            attempts: story.attempts,
+            original_key: owned(&t.parties.key),
+            station_id: t.parties.station_id.as_deref().map(str::to_owned),
             level: t.level,
         };
-        t.escalated_to.push(to_desk);
-        self.put(TaskState::Tracked(t), true);
+        t.story_mut().escalated_to.push(to_desk);
+        self.put(id, Entry::Tracked(t), true);
         out.push(Transition::Escalated {
             task_id: id,
             escalation,
@@ -517,10 +534,12 @@ impl Lifecycle {
                 self.take(change.task_id, false);
             }
             Some(state) => {
-                if !self.entries.contains_key(&state.task_id()) {
+                let id = state.task_id();
+                if !self.entries.contains_key(&id) {
                     self.make_room(&mut out);
                 }
-                self.put(state, false);
+                let entry = self.pool.entry(state);
+                self.put(id, entry, false);
             }
         }
         out
@@ -535,14 +554,17 @@ impl Lifecycle {
             .drain(..)
             .map(|task_id| Change {
                 task_id,
-                state: entries.get(&task_id).map(|s| s.state.clone()),
+                state: entries.get(&task_id).map(|s| s.entry.to_state(task_id)),
             })
             .collect()
     }
 
-    /// The entry stored under exactly `task_id` (no alias resolution): its changelog value.
-    pub fn state_of(&self, task_id: TaskId) -> Option<&TaskState> {
-        self.entries.get(&task_id).map(|s| &s.state)
+    /// The entry stored under exactly `task_id` (no alias resolution), as its changelog
+    /// value: built on each call, the lifecycle keeps a more compact form.
+    pub fn state_of(&self, task_id: TaskId) -> Option<TaskState> {
+        self.entries
+            .get(&task_id)
+            .map(|s| s.entry.to_state(task_id))
     }
 
     /// The id of the entry that feedback naming `task_id` reaches: itself, the upgrade that
@@ -554,9 +576,9 @@ impl Lifecycle {
         self.aliases.get(&task_id).copied()
     }
 
-    /// Every entry, in no particular order: for reports.
-    pub fn states(&self) -> impl Iterator<Item = &TaskState> {
-        self.entries.values().map(|s| &s.state)
+    /// Every entry as its changelog value, in no particular order: for reports.
+    pub fn states(&self) -> impl Iterator<Item = TaskState> + '_ {
+        self.entries.iter().map(|(id, s)| s.entry.to_state(*id))
     }
 
     /// When [`Lifecycle::advance`] next has something to do, at the earliest (it may find
@@ -598,36 +620,51 @@ impl Lifecycle {
         self.evicted_closed
     }
 
-    fn may_report(&self, t: &TrackedState, actor: &str) -> bool {
-        actor == t.key
-            || actor == self.centre_desk
-            || t.station_desk.as_deref() == Some(actor)
-            || t.may_report.iter().any(|m| m == actor)
+    fn may_report(&self, t: &Tracked, actor: &str) -> bool {
+        let p = &*t.parties;
+        actor == &*p.key
+            || actor == &*self.centre_desk
+            || p.station_desk.as_deref() == Some(actor)
+            || p.may_report.iter().any(|m| &**m == actor)
     }
 
-    fn escalated_to_centre(&self, t: &TrackedState) -> bool {
-        t.escalated_to.contains(&self.centre_desk)
+    /// `actor`, one of those [`Lifecycle::may_report`] lets report on `t`, as a shared string.
+    fn shared_actor(&mut self, t: &Tracked, actor: &str) -> Arc<str> {
+        let p = &*t.parties;
+        std::iter::once(&p.key)
+            .chain(&p.may_report)
+            .chain(&p.station_desk)
+            .chain(std::iter::once(&self.centre_desk))
+            .find(|m| &***m == actor)
+            .cloned()
+            .unwrap_or_else(|| self.pool.str(actor))
     }
 
-    fn next_due(&self, state: &TaskState) -> i64 {
-        match state {
-            TaskState::Closed(c) => c.closed_at_ms.saturating_add(self.closed_ms),
-            TaskState::Tracked(t) if t.tier == 0 => t.deadline_ms,
-            TaskState::Tracked(t) if t.tier == 1 && !self.escalated_to_centre(t) => t
+    fn escalated_to_centre(&self, t: &Tracked) -> bool {
+        t.story().escalated_to.contains(&self.centre_desk)
+    }
+
+    fn next_due(&self, entry: &Entry) -> i64 {
+        match entry {
+            Entry::Closed(c) => c.closed_at_ms.saturating_add(self.closed_ms),
+            Entry::Tracked(t) if t.tier == 0 => t.deadline_ms,
+            Entry::Tracked(t) if t.tier == 1 && !self.escalated_to_centre(t) => t
+                .story()
                 .overdue_since_ms
                 .unwrap_or(t.deadline_ms)
                 .saturating_add(self.second_ms),
-            TaskState::Tracked(t) => t
+            Entry::Tracked(t) => t
+                .story()
                 .last_escalated_ms
                 .unwrap_or(t.deadline_ms)
                 .saturating_add(self.unclosed_ms),
         }
     }
 
-    fn count(&mut self, state: &TaskState, add: bool) {
-        let counter = match state {
-            TaskState::Tracked(t) => &mut self.counts[status_index(t.status)],
-            TaskState::Closed(_) => &mut self.closed,
+    fn count(&mut self, entry: &Entry, add: bool) {
+        let counter = match entry {
+            Entry::Tracked(t) => &mut self.counts[status_index(t.status)],
+            Entry::Closed(_) => &mut self.closed,
         };
         if add {
             *counter += 1;
@@ -642,33 +679,33 @@ impl Lifecycle {
         }
     }
 
-    /// Ids that resolve to the entry `state`: the chain it superseded and its escalations.
-    fn aliases_of(state: &TaskState) -> impl Iterator<Item = TaskId> + '_ {
-        let root = state.root();
-        state
+    /// Ids that resolve to `entry`, stored under `task_id`: the chain it superseded and its
+    /// escalations.
+    fn aliases_of(task_id: TaskId, entry: &Entry) -> impl Iterator<Item = TaskId> + '_ {
+        let root = entry.root(task_id);
+        entry
             .supersedes()
             .iter()
             .copied()
-            .chain((1..=state.tier()).map(move |tier| Escalation::id_for(root, tier)))
+            .chain((1..=entry.tier()).map(move |tier| Escalation::id_for(root, tier)))
     }
 
-    /// Stores `state` under its id, replacing any entry there, and keeps counters, aliases,
+    /// Stores `entry` under `id`, replacing any entry there, and keeps counters, aliases,
     /// the deadline queue and the eviction order in step.
-    fn put(&mut self, state: TaskState, changed: bool) {
-        let id = state.task_id();
-        let due = self.next_due(&state);
-        let is_closed = state.status().is_none();
-        self.count(&state, true);
-        for alias in Self::aliases_of(&state) {
+    fn put(&mut self, id: TaskId, entry: Entry, changed: bool) {
+        let due = self.next_due(&entry);
+        let is_closed = entry.status().is_none();
+        self.count(&entry, true);
+        for alias in Self::aliases_of(id, &entry) {
             self.aliases.insert(alias, id);
         }
         let old = self.entries.remove(&id);
         if let Some(old) = &old {
-            self.count(&old.state, false);
+            self.count(&old.entry, false);
         }
         let seq = match old {
-            Some(old) if old.state.status().is_none() == is_closed => {
-                if self.next_due(&old.state) != due {
+            Some(old) if old.entry.status().is_none() == is_closed => {
+                if self.next_due(&old.entry) != due {
                     self.due.push(Reverse((due, id.0)));
                 }
                 old.seq
@@ -686,7 +723,7 @@ impl Lifecycle {
                 seq
             }
         };
-        self.entries.insert(id, Slot { state, seq });
+        self.entries.insert(id, Slot { entry, seq });
         if changed {
             self.mark_changed(id);
         }
@@ -694,10 +731,10 @@ impl Lifecycle {
     }
 
     /// Removes the entry stored under `task_id` and the aliases that point to it.
-    fn take(&mut self, task_id: TaskId, changed: bool) -> Option<TaskState> {
+    fn take(&mut self, task_id: TaskId, changed: bool) -> Option<Entry> {
         let slot = self.entries.remove(&task_id)?;
-        self.count(&slot.state, false);
-        for alias in Self::aliases_of(&slot.state) {
+        self.count(&slot.entry, false);
+        for alias in Self::aliases_of(task_id, &slot.entry) {
             if self.aliases.get(&alias) == Some(&task_id) {
                 self.aliases.remove(&alias);
             }
@@ -705,7 +742,7 @@ impl Lifecycle {
         if changed {
             self.mark_changed(task_id);
         }
-        Some(slot.state)
+        Some(slot.entry)
     }
 
     /// At `max_tracked`, evicts the oldest closed record, or failing that the oldest
@@ -714,8 +751,8 @@ impl Lifecycle {
         while self.entries.len() >= self.max_tracked {
             let victim = self.pop_live(true).or_else(|| self.pop_live(false));
             let Some(id) = victim else { return };
-            let state = self.take(id, true).expect("a live queue item has an entry");
-            let was = state.status();
+            let entry = self.take(id, true).expect("a live queue item has an entry");
+            let was = entry.status();
             match was {
                 Some(_) => self.evicted += 1,
                 None => self.evicted_closed += 1,
@@ -758,83 +795,71 @@ impl Lifecycle {
                 .filter(|Reverse((at, raw))| {
                     self.entries
                         .get(&TaskId(*raw))
-                        .is_some_and(|s| self.next_due(&s.state) == *at)
+                        .is_some_and(|s| self.next_due(&s.entry) == *at)
                 })
                 .collect();
         }
     }
 }
 
-fn fresh(task: TrackedTask) -> TrackedState {
-    let mut may_report = Vec::with_capacity(task.may_report.len());
-    for m in task.may_report {
+/// A new task, its `may_report` without repeats, followed by those of `also` it lacks.
+fn fresh(pool: &mut Pool, task: &TrackedTask, also: &[Arc<str>]) -> Tracked {
+    let mut may_report: SmallVec<[&str; 8]> = SmallVec::new();
+    for m in task
+        .may_report
+        .iter()
+        .map(String::as_str)
+        .chain(also.iter().map(|m| &**m))
+    {
         if !may_report.contains(&m) {
             may_report.push(m);
         }
     }
-    TrackedState {
-        task_id: task.task_id,
-        supersedes: Vec::new(),
-        status: Status::Open,
-        key: task.key,
-        level: task.level,
+    let parties = pool.parties(&PartiesView {
+        key: &task.key,
+        station_id: task.station_id.as_deref(),
+        station_desk: task.station_desk.as_deref(),
+        may_report: &may_report,
+    });
+    Tracked {
+        parties,
         created_at_ms: task.created_at_ms,
         deadline_ms: task.deadline_ms,
-        station_id: task.station_id,
-        station_desk: task.station_desk,
-        may_report,
-        responded: Vec::new(),
-        acknowledged_at_ms: None,
-        first_contact_ms: None,
-        attempts: 0,
+        status: Status::Open,
+        level: task.level,
         tier: 0,
-        escalated_to: Vec::new(),
-        overdue_since_ms: None,
-        last_escalated_ms: None,
-        seen: Vec::new(),
+        story: None,
     }
 }
 
-/// The upgrade `task` carrying on the story of `prev`.
-fn inherit(prev: TrackedState, task: TrackedTask) -> TrackedState {
-    let mut next = fresh(task);
-    let mut supersedes = prev.supersedes;
-    if supersedes.len() >= MAX_CHAIN {
-        // Keep the root: escalation ids derive from it.
-        supersedes.remove(1);
-    }
-    supersedes.push(prev.task_id);
-    next.supersedes = supersedes;
+/// The upgrade `task` carrying on the story of `prev`, stored under `prev_id`.
+fn inherit(pool: &mut Pool, prev_id: TaskId, prev: Tracked, task: &TrackedTask) -> Tracked {
+    // Officers on the earlier task may still report on it by its old id.
+    let mut next = fresh(pool, task, &prev.parties.may_report);
     next.status = prev.status;
     next.deadline_ms = next.deadline_ms.min(prev.deadline_ms);
-    // Officers on the earlier task may still report on it by its old id.
-    for m in prev.may_report {
-        if !next.may_report.contains(&m) {
-            next.may_report.push(m);
-        }
-    }
-    next.responded = prev.responded;
-    next.acknowledged_at_ms = prev.acknowledged_at_ms;
-    next.first_contact_ms = prev.first_contact_ms;
-    next.attempts = prev.attempts;
     next.tier = prev.tier;
-    next.escalated_to = prev.escalated_to;
-    next.overdue_since_ms = prev.overdue_since_ms;
-    next.last_escalated_ms = prev.last_escalated_ms;
-    next.seen = prev.seen;
+    let mut story = prev.story.unwrap_or_default();
+    if story.supersedes.len() >= MAX_CHAIN {
+        // Keep the root: escalation ids derive from it.
+        story.supersedes.remove(1);
+    }
+    story.supersedes.push(prev_id);
+    next.story = Some(story);
     next
 }
 
 /// Who was asked to act and gave no feedback: the assignee, the copied officers and the
 /// desks already escalated to.
-fn not_responded(t: &TrackedState) -> Vec<String> {
+fn not_responded(t: &Tracked) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let asked = std::iter::once(&t.key)
-        .chain(&t.may_report)
-        .chain(&t.escalated_to);
+    let story = t.story();
+    let asked = std::iter::once(&t.parties.key)
+        .chain(&t.parties.may_report[..])
+        .chain(&story.escalated_to);
     for who in asked {
-        if !t.responded.contains(who) && !out.contains(who) {
-            out.push(who.clone());
+        if !story.responded.contains(who) && !out.iter().any(|o| **o == **who) {
+            out.push(owned(who));
         }
     }
     out

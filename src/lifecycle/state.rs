@@ -254,13 +254,6 @@ impl TaskState {
         }
     }
 
-    pub(super) fn tier(&self) -> u8 {
-        match self {
-            TaskState::Tracked(t) => t.tier,
-            TaskState::Closed(c) => c.tier,
-        }
-    }
-
     /// The first task of the chain: escalation ids derive from it, so that they stay the
     /// same across upgrades.
     pub fn root(&self) -> TaskId {

@@ -727,8 +727,8 @@ fn counters_match_a_recount_after_a_random_sequence() {
     }
     let r = restored(&changes);
     assert_eq!(counters(&r), counters(&l));
-    let mut a: Vec<_> = l.states().map(TaskState::encode).collect();
-    let mut b: Vec<_> = r.states().map(TaskState::encode).collect();
+    let mut a: Vec<_> = l.states().map(|s| s.encode()).collect();
+    let mut b: Vec<_> = r.states().map(|s| s.encode()).collect();
     a.sort();
     b.sort();
     assert_eq!(a, b, "the changelog reproduces the state");
