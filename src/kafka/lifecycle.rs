@@ -64,6 +64,11 @@ pub const MAX_HELD: usize = 10_000;
 
 /// How often the lifecycle's clock moves when nothing is due sooner.
 const TICK: Duration = Duration::from_secs(1);
+/// Shortest time between two ticks, however much is due: a tick that escalates waits for the
+/// broker to acknowledge its escalations (one flush of the producer), and ticking on every
+/// poll while deadlines pass every few milliseconds held the consumer to a few dozen records
+/// a second.
+const MIN_TICK_GAP: Duration = Duration::from_millis(250);
 
 const WHAT: &str = "task-lifecycle state";
 
@@ -550,7 +555,8 @@ fn poll_loop(
                     .front()
                     .is_some_and(|h| h.since_ms + s.grace_ms <= now)
         });
-        if due || last_tick.elapsed() >= TICK {
+        let since = last_tick.elapsed();
+        if (due && since >= MIN_TICK_GAP) || since >= TICK {
             tick(s, &mut edge, now);
             update_gauges(s, &edge);
             last_tick = Instant::now();
