@@ -330,8 +330,9 @@ fn callee_error(raw: &str, e: PhoneError) -> EventError {
     }
 }
 
-/// Cuts a parser message to [`MAX_REASON_CHARS`] and masks digit runs in it.
-fn bounded_reason(message: &str) -> String {
+/// Cuts a parser message to [`MAX_REASON_CHARS`] and masks digit runs in it. Shared by every
+/// decoder of a contract (events, feedback, task records).
+pub(crate) fn bounded_reason(message: &str) -> String {
     let masked = mask_digits(message);
     match masked.char_indices().nth(MAX_REASON_CHARS) {
         Some((cut, _)) => format!("{}… ({} bytes in all)", &masked[..cut], masked.len()),
@@ -383,7 +384,8 @@ fn missing_field_name(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
-fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+/// An RFC 3339 timestamp or epoch milliseconds: how every contract writes a time.
+pub(crate) fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     struct TsVisitor;
     impl Visitor<'_> for TsVisitor {
         type Value = i64;

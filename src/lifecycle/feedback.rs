@@ -9,11 +9,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::event::Location;
+use crate::event::{bounded_reason, de_timestamp, Location};
 use crate::privacy::mask_digits;
 use crate::task::TaskId;
 
@@ -28,10 +27,6 @@ pub const MAX_NOTE_CHARS: usize = 500;
 pub const MAX_PHOTOS: usize = 9;
 /// Longest photo reference, in bytes.
 pub const MAX_PHOTO_BYTES: usize = 256;
-
-/// Longest explanation an error carries: parser messages quote the offending value, which
-/// may be most of the record.
-const MAX_REASON_CHARS: usize = 160;
 
 /// Why a `not_reached` attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -413,15 +408,6 @@ fn bounded_value(value: &str) -> String {
     }
 }
 
-/// Cuts a parser message to [`MAX_REASON_CHARS`] and masks digit runs in it.
-pub(super) fn bounded_reason(message: &str) -> String {
-    let masked = mask_digits(message);
-    match masked.char_indices().nth(MAX_REASON_CHARS) {
-        Some((cut, _)) => format!("{}… ({} bytes in all)", &masked[..cut], masked.len()),
-        None => masked.into_owned(),
-    }
-}
-
 /// Decodes again with path tracking so the error names the field the record got wrong.
 fn explain_decode_failure(bytes: &[u8]) -> FeedbackError {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -460,29 +446,6 @@ fn explain_decode_failure(bytes: &[u8]) -> FeedbackError {
         };
     }
     FeedbackError::Malformed { reason: message }
-}
-
-/// An RFC 3339 timestamp or epoch milliseconds, as `occurred_at` is in events.
-pub(super) fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct TsVisitor;
-    impl Visitor<'_> for TsVisitor {
-        type Value = i64;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an RFC 3339 timestamp or epoch milliseconds")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::custom("epoch milliseconds out of range"))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .map(|t| t.timestamp_millis())
-                .map_err(|e| E::custom(format!("not an RFC 3339 timestamp ({e})")))
-        }
-    }
-    d.deserialize_any(TsVisitor)
 }
 
 #[cfg(test)]

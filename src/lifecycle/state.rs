@@ -81,9 +81,9 @@ struct RawTask<'a> {
     kind: Cow<'a, str>,
     #[serde(default)]
     upgrade_of: Option<TaskId>,
-    #[serde(deserialize_with = "super::feedback::de_timestamp")]
+    #[serde(deserialize_with = "crate::event::de_timestamp")]
     created_at: i64,
-    #[serde(deserialize_with = "super::feedback::de_timestamp")]
+    #[serde(deserialize_with = "crate::event::de_timestamp")]
     deadline: i64,
     level: Level,
     assignee: RawParty,
@@ -111,11 +111,11 @@ impl TrackedTask {
     /// `None`: the edge looks it up in the grid map by `station_id`.
     pub fn decode(bytes: &[u8]) -> Result<TrackedTask, TaskRecordError> {
         let raw: RawTask<'_> = serde_json::from_slice(bytes)
-            .map_err(|e| TaskRecordError(super::feedback::bounded_reason(&e.to_string())))?;
+            .map_err(|e| TaskRecordError(crate::event::bounded_reason(&e.to_string())))?;
         let kind = TaskKind::from_name(&raw.kind).ok_or_else(|| {
             TaskRecordError(format!(
                 "unknown kind `{}`",
-                super::feedback::bounded_reason(&raw.kind)
+                crate::event::bounded_reason(&raw.kind)
             ))
         })?;
         let key = raw.assignee.id;
