@@ -11,6 +11,11 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-broker): a member's join, sync and
+// heartbeat refresh its last contact before members are checked for a missed session, and
+// removing a member for a missed session starts a new generation (a formed group forms
+// again); see vendor/README.md for provenance and the diff.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -444,11 +449,13 @@ where
                 if inner.missed_heartbeat(group_id, now) {
                     info!("missed heartbeat for {group_id} in {}", inner.generation_id);
 
+                    // A new generation: every remaining member's next heartbeat is told to
+                    // rejoin, so the partitions of the one that left are assigned again.
                     Self::Forming(Inner {
                         session_timeout_ms: inner.session_timeout_ms,
                         rebalance_timeout_ms: inner.rebalance_timeout_ms,
                         members: inner.members,
-                        generation_id: inner.generation_id,
+                        generation_id: inner.generation_id + 1,
                         state: Forming {
                             protocol_type: Some(inner.state.protocol_type),
                             protocol_name: Some(inner.state.protocol_name),
@@ -1354,7 +1361,13 @@ where
                 })
         });
 
-        original > self.members.len()
+        // An assignment already computed may name the removed member: a new generation makes
+        // the leader's sync fail and the members rejoin without it.
+        let removed = original > self.members.len();
+        if removed {
+            self.generation_id += 1;
+        }
+        removed
     }
 }
 
@@ -1362,6 +1375,18 @@ impl<O> Inner<O, Formed>
 where
     O: Storage,
 {
+    fn any_missed_heartbeat(&self, now: SystemTime) -> bool {
+        let session = u128::try_from(self.session_timeout_ms).unwrap_or(45_000);
+        self.members.values().any(|member| {
+            member.last_contact.is_none_or(|last_contact| {
+                now.duration_since(last_contact)
+                    .unwrap_or_default()
+                    .as_millis()
+                    > session
+            })
+        })
+    }
+
     fn missed_heartbeat(&mut self, group_id: &str, now: SystemTime) -> bool {
         debug!(?group_id, ?now);
 
@@ -1808,6 +1833,8 @@ where
         debug!(?member_id, ?self.members);
 
         if let Some(member) = self.members.get_mut(&member_id) {
+            _ = member.last_contact.replace(now);
+
             if member.join_response.metadata == protocol.metadata {
                 debug!(
                     member_metadata = "existing",
@@ -2565,7 +2592,7 @@ where
 
     async fn sync(
         mut self,
-        _now: SystemTime,
+        now: SystemTime,
         group_id: &str,
         generation_id: i32,
         member_id: &str,
@@ -2624,6 +2651,11 @@ where
             return (self, body);
         }
 
+        _ = self
+            .members
+            .entry(member_id.to_owned())
+            .and_modify(|member| _ = member.last_contact.replace(now));
+
         let body = SyncGroupResponse::default()
             .throttle_time_ms(Some(0))
             .error_code(ErrorCode::None.into())
@@ -2673,7 +2705,15 @@ where
             );
         }
 
-        if self.missed_heartbeat(group_id, now) || (generation_id < self.generation_id) {
+        _ = self
+            .members
+            .entry(member_id.to_owned())
+            .and_modify(|member| _ = member.last_contact.replace(now));
+
+        // A member past its session is removed by the caller (`Wrapper::missed_heartbeat`),
+        // which starts a new generation; removing it here would keep the group formed with
+        // an assignment that still names it.
+        if self.any_missed_heartbeat(now) || (generation_id < self.generation_id) {
             return (
                 self,
                 HeartbeatResponse::default()
@@ -2682,11 +2722,6 @@ where
                     .into(),
             );
         }
-
-        _ = self
-            .members
-            .entry(member_id.to_owned())
-            .and_modify(|member| _ = member.last_contact.replace(now));
 
         let body = HeartbeatResponse::default()
             .throttle_time_ms(Some(0))
