@@ -1,7 +1,9 @@
 #![cfg(feature = "embedded-broker")]
 //! The task lifecycle on the embedded broker: hand-written tasks and feedback in, exact
 //! states on the changelog, escalations on the task topic, dead letters with their reasons;
-//! a restart in the middle; two instances in one group. A hand-moved clock drives deadlines.
+//! a restart in the middle; two instances in one group. A hand-moved clock drives deadlines,
+//! except in the last test: the whole loop in `dissuade run` processes on the wall clock, one of
+//! them killed.
 
 mod common;
 
@@ -419,4 +421,240 @@ async fn two_instances_split_the_partitions_and_escalate_each_task_once() {
             "task {n}"
         );
     }
+}
+
+/// `dissuade run` with the whole loop on `cfg`'s topics: every SLA `sla`, the second
+/// escalation `second` after the deadline.
+fn loop_process(cfg: &Config, sla: &str, second: &str) -> std::process::Child {
+    let k = &cfg.kafka;
+    let mut c = run_command(cfg);
+    c.env("DISSUADE__LIFECYCLE__ENABLED", "true")
+        .env(
+            "DISSUADE__LIFECYCLE__SECOND_ESCALATION_AFTER",
+            format!("\"{second}\""),
+        )
+        .env(
+            "DISSUADE__KAFKA__FEEDBACK_TOPIC",
+            format!("\"{}\"", k.feedback_topic),
+        )
+        .env(
+            "DISSUADE__KAFKA__FEEDBACK_DLQ_TOPIC",
+            format!("\"{}\"", k.feedback_dlq_topic),
+        )
+        .env(
+            "DISSUADE__KAFKA__LIFECYCLE_TOPIC",
+            format!("\"{}\"", k.lifecycle_topic),
+        )
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null());
+    for level in ["LOW", "MEDIUM", "HIGH", "CRITICAL"] {
+        c.env(
+            format!("DISSUADE__DISPATCH__SLA__{level}"),
+            format!("\"{sla}\""),
+        );
+    }
+    c.spawn().expect("dissuade run starts")
+}
+
+fn terminate(mut child: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// What the officers answer to the `j`-th task in task id order: nothing (a quarter, half of
+/// them after an acknowledgement), reached in person or by phone, a false alarm or a loss.
+fn answers(j: usize, task: &serde_json::Value) -> Vec<(String, Vec<u8>)> {
+    let assignee = task["assignee"]["id"].as_str().unwrap();
+    let created = chrono::DateTime::parse_from_rfc3339(task["created_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let one = |outcome: &str, extra: &str, after_ms: i64| {
+        let json = format!(
+            r#"{{"task_id":{},"actor_id":"{assignee}","at":{},"outcome":"{outcome}"{extra}}}"#,
+            task["task_id"],
+            created + after_ms
+        );
+        (assignee.to_string(), json.into_bytes())
+    };
+    let after = 1000 + (j % 5) as i64 * 1000;
+    match j % 8 {
+        0 => vec![one("acknowledged", "", after)],
+        4 => vec![],
+        1 | 5 => vec![one("reached_in_person", "", after)],
+        2 | 6 => vec![
+            one("acknowledged", "", after),
+            one("reached_by_phone", "", after + 2_000),
+        ],
+        3 => vec![one("false_alarm", "", after)],
+        _ => vec![one("already_defrauded", r#","loss_cny":5000"#, after)],
+    }
+}
+
+/// How many escalations an unanswered task gets: an officer's task goes to the station's desk,
+/// then to the centre's; a task of the station's desk, or of no station, to the centre's only.
+fn tiers(task: &serde_json::Value) -> usize {
+    let officer = task["assignee"]["kind"] == "officer";
+    let station = task["grid"]["station_id"].is_string();
+    if officer && station {
+        2
+    } else {
+        1
+    }
+}
+
+/// `dissuade report` over `cfg`'s topics as JSON.
+fn report_json(cfg: &Config, by: &str, from_ms: i64, to_ms: i64) -> serde_json::Value {
+    let time = |ms| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["report", "--brokers", &cfg.kafka.brokers])
+        .args(["--task-topic", &cfg.kafka.task_topic])
+        .args(["--feedback-topic", &cfg.kafka.feedback_topic])
+        .args(["--from", &time(from_ms), "--to", &time(to_ms)])
+        .args(["--by", by, "--format", "json"])
+        .output()
+        .expect("dissuade report runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the report is JSON")
+}
+
+/// Task records on the topic, at least `n` of them.
+fn task_records(cfg: &Config, n: usize, timeout: Duration) -> Vec<serde_json::Value> {
+    consume(&cfg.kafka.brokers, &cfg.kafka.task_topic, n, timeout)
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
+/// The whole loop in `dissuade run` processes, on the wall clock: events in, tasks out,
+/// officers' answers, deadlines passing, both tiers of escalation. Once with one process, once
+/// with two in one group, one of which is killed with SIGKILL and restarted between the
+/// answers and the deadlines. The reports of both must be the same, and exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_processes_one_killed_report_what_one_process_reports() {
+    let broker = start_broker().await;
+    let single = config(&broker.bootstrap(), 4);
+    let pair = config(&broker.bootstrap(), 4);
+    create_topics(&single).await;
+    create_topics(&pair).await;
+    // Every task is due 45 s after its event: long enough for the answers to arrive first on
+    // a busy machine, short enough for a test.
+    let (sla, second) = ("45s", "10s");
+    let start = chrono::Utc::now().timestamp_millis();
+    // One task per person: events that would upgrade a task are left out.
+    let mut events = synthetic_events_at(&single, 400, 11, 100_000, 0.0, start, 1);
+    let expected = loop {
+        let expected = expected_tasks(&single, &events);
+        let upgrades: std::collections::HashSet<String> = expected
+            .iter()
+            .filter(|t| t.kind != "new")
+            .map(|t| format!("\"{}\"", t.event_id))
+            .collect();
+        if upgrades.is_empty() {
+            break expected;
+        }
+        events.retain(|(_, e)| {
+            let e = String::from_utf8_lossy(e);
+            !upgrades.iter().any(|id| e.contains(id.as_str()))
+        });
+    };
+    assert!(expected.len() > 100, "{} tasks", expected.len());
+
+    let one = loop_process(&single, sla, second);
+    let mut two = [
+        loop_process(&pair, sla, second),
+        loop_process(&pair, sla, second),
+    ];
+    for cfg in [&single, &pair] {
+        produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
+    }
+
+    // The officers answer each run's tasks (their `created_at` differs between the runs; the
+    // answers' times follow it so that time to first contact is the same).
+    let (mut unanswered, mut escalated) = (0, 0);
+    for cfg in [&single, &pair] {
+        let mut tasks = task_records(cfg, expected.len(), WAIT);
+        assert_eq!(tasks.len(), expected.len());
+        tasks.sort_by(|a, b| a["task_id"].as_str().cmp(&b["task_id"].as_str()));
+        let fb: Vec<_> = tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(j, t)| answers(j, t))
+            .collect();
+        produce(&cfg.kafka.brokers, &cfg.kafka.feedback_topic, &fb).await;
+        let silent: Vec<_> = tasks.iter().step_by(4).collect();
+        unanswered = silent.len();
+        escalated = silent.iter().map(|t| tiers(t)).sum();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    two[0].kill().expect("SIGKILL");
+    two[0].wait().unwrap();
+    two[0] = loop_process(&pair, sla, second);
+
+    // Every escalation of every unanswered task, in both runs.
+    let all = expected.len() + escalated;
+    let runs: Vec<Vec<serde_json::Value>> = [&single, &pair]
+        .iter()
+        .map(|cfg| task_records(cfg, all, Duration::from_secs(90)))
+        .collect();
+    terminate(one);
+    for child in two {
+        terminate(child);
+    }
+    for (run, records) in ["one process", "two processes"].iter().zip(&runs) {
+        let escalations: Vec<_> = records
+            .iter()
+            .filter(|t| t["kind"] == "escalation")
+            .collect();
+        let distinct: std::collections::HashSet<_> =
+            escalations.iter().map(|t| t["task_id"].as_str()).collect();
+        eprintln!(
+            "{run}: {} escalation records, {} distinct",
+            escalations.len(),
+            distinct.len()
+        );
+        let mut tiers: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+        for e in &escalations {
+            tiers
+                .entry(e["escalation_of"].as_str().unwrap_or("?"))
+                .or_default()
+                .push(e["tier"].as_u64().unwrap());
+        }
+        assert_eq!(distinct.len(), escalated, "{run}: {tiers:?}");
+    }
+
+    let (from, to) = (start - 3_600_000, start + 3_600_000);
+    for by in ["station", "rule"] {
+        let a = report_json(&single, by, from, to);
+        let b = report_json(&pair, by, from, to);
+        assert_eq!(a, b, "--by {by}");
+    }
+    let report = report_json(&single, "station", from, to);
+    assert!(report["rows"].as_array().unwrap().len() > 1, "{report:#}");
+    let total = &report["total"];
+    let n = expected.len() as u64;
+    let share = |r: std::ops::Range<usize>, of: usize| {
+        (0..expected.len())
+            .filter(|j| r.contains(&(j % of)))
+            .count() as u64
+    };
+    assert_eq!(total["tasks"], n);
+    assert_eq!(total["people"], n);
+    assert_eq!(total["reached"], share(1..3, 4));
+    assert_eq!(total["escalated"], unanswered as u64);
+    assert_eq!(total["overdue"], unanswered as u64);
+    assert_eq!(total["false_alarms"], share(3..4, 8));
+    assert_eq!(total["losses_cny"], 5000.0 * share(7..8, 8) as f64);
 }

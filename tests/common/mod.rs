@@ -282,6 +282,19 @@ pub fn synthetic_events(
     victims: usize,
     bad_share: f64,
 ) -> Vec<(String, Vec<u8>)> {
+    synthetic_events_at(cfg, n, seed, victims, bad_share, 1_795_480_200_000, 1000)
+}
+
+/// As [`synthetic_events`], the first dated `start_ms` and each next one `step_ms` later.
+pub fn synthetic_events_at(
+    cfg: &Config,
+    n: usize,
+    seed: u64,
+    victims: usize,
+    bad_share: f64,
+    start_ms: i64,
+    step_ms: i64,
+) -> Vec<(String, Vec<u8>)> {
     use dissuade::grid::cell_table::CellTable;
     use dissuade::synth::{Synth, SynthConfig};
     let cells = CellTable::load(&cfg.resolve(cfg.grid.cell_table.as_ref().unwrap())).unwrap();
@@ -299,7 +312,7 @@ pub fn synthetic_events(
     (0..n)
         .map(|i| {
             let mut buf = Vec::new();
-            let v = synth.next_event(1_795_480_200_000 + i as i64 * 1000, &mut buf);
+            let v = synth.next_event(start_ms + i as i64 * step_ms, &mut buf);
             (synth.callee_number(v).to_string(), buf)
         })
         .collect()
