@@ -269,6 +269,16 @@ function byDeadline(a, b) {
     return before(a, b) ? -1 : before(b, a) ? 1 : 0;
 }
 
+// The API sorts by deadline already; sort only where it is not in (deadline, task_id) order.
+function sortList() {
+    for (let i = 1; i < list.length; i++) {
+        if (before(list[i], list[i - 1])) {
+            list.sort(byDeadline);
+            return;
+        }
+    }
+}
+
 function indexFor(t) {
     let lo = 0;
     let hi = list.length;
@@ -319,7 +329,7 @@ async function applyFilter() {
     const gen = ++listGen;
     if (filter.state === 'open' || filter.state === 'overdue') {
         list = [...area.values()].filter(matches);
-        list.sort(byDeadline);
+        sortList();
         listIds = new Set(list.map((t) => t.task_id));
         listEl.scrollTop = 0;
         scheduleRender();
@@ -339,7 +349,7 @@ async function applyFilter() {
     if (gen !== listGen) return;
     setServerTime(res.as_of);
     list = res.tasks.filter(matches);
-    list.sort(byDeadline);
+    sortList();
     listIds = new Set(list.map((t) => t.task_id));
     listEl.scrollTop = 0;
     scheduleRender();
@@ -376,7 +386,7 @@ function rowFor(t) {
         state.append(' ', h('span', { class: 'badge esc', title: tier }, `升级 T${t.escalated_tier}`));
     }
     const row = h('div', {
-        class: cls, role: 'listitem', tabindex: '-1',
+        class: cls, role: 'listitem', tabindex: '0',
         dataset: { taskId: t.task_id, state: t.state, stationId: t.station_id },
     },
     h('span', { class: `lvl lvl-${t.level}` }, LEVEL_LABEL[t.level] || t.level),
@@ -551,18 +561,21 @@ async function reloadTasks() {
 
 async function start() {
     wireSignOut($('sign-out'));
-    me = await loadMe();
+    // All at once: a page without a session goes to sign-in on the first 401.
+    const [meAnswer, grid, tasks, figures] = await Promise.all([
+        loadMe(),
+        api('/api/grid'),
+        api('/api/tasks?state=open'),
+        api('/api/figures').catch((e) => (e.status === 401 ? Promise.reject(e) : null)),
+    ]);
+    me = meAnswer;
     if (me.scope === 'officer') {
         location.replace('/officer');
         return;
     }
     $('area-name').textContent = me.name || me.id;
     document.title = `dissuade · 值班台 · ${me.name || me.id}`;
-    const [grid, tasks, figures] = await Promise.all([
-        api('/api/grid'),
-        api('/api/tasks?state=open'),
-        api('/api/figures').catch(() => null),
-    ]);
+    performance.mark('dissuade:fetched');
     setServerTime(tasks.as_of);
     stationNames = new Map((grid.stations || []).map((s) => [s.station_id, s.name]));
     const stations = me.stations || [];
@@ -572,6 +585,7 @@ async function start() {
         $('filter-station-label').hidden = false;
     }
     buildMap(grid);
+    performance.mark('dissuade:map-built');
     for (const t of tasks.tasks) {
         if (!isOpen(t)) continue;
         area.set(t.task_id, t);
@@ -580,9 +594,10 @@ async function start() {
     for (const id of counts.keys()) paintCell(id);
     $('desk').hidden = false;
     list = tasks.tasks.filter(matches);
-    list.sort(byDeadline);
+    sortList();
     listIds = new Set(list.map((t) => t.task_id));
     render();
+    performance.mark('dissuade:list-built');
     renderFigures(figures);
     wireMap();
     wireList();
