@@ -49,6 +49,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    #[serde(default)]
+    pub web: WebConfig,
     /// Directory of the config file: relative paths inside it resolve against this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -460,6 +462,45 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The desk and officer views (see `docs/web.md`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address the views and their API are served on; empty turns them off.
+    pub listen: String,
+    /// How long a sign-in lasts.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (serve behind HTTPS).
+    pub secure_cookie: bool,
+    /// Who may sign in: each token's SHA-256 and the scope it opens.
+    pub tokens: Vec<WebToken>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            listen: "127.0.0.1:8080".into(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One sign-in token, stored as its hash: `dissuade token` makes one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebToken {
+    /// `centre`, `station` or `officer`.
+    pub scope: String,
+    /// The station id or officer id; none for the centre.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Lowercase hex SHA-256 of the token.
+    pub sha256: String,
+}
+
 impl Config {
     /// Loads the file, applies `DISSUADE__…` environment overrides, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -714,6 +755,42 @@ impl Config {
                 "metrics.listen: `{}` is not an address like 127.0.0.1:9898",
                 self.metrics.listen
             ));
+        }
+        let w = &self.web;
+        if !w.listen.is_empty() && w.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "web.listen: `{}` is not an address like 127.0.0.1:8080",
+                w.listen
+            ));
+        }
+        if w.session_ttl.is_zero() {
+            problems.push("web.session_ttl: must be longer than zero".into());
+        }
+        for (i, t) in w.tokens.iter().enumerate() {
+            let at = format!("web.tokens[{i}]");
+            match (t.scope.as_str(), &t.id) {
+                ("centre", None) | ("station" | "officer", Some(_)) => {}
+                ("centre", Some(_)) => {
+                    problems.push(format!("{at}.id: the centre's token has no id"))
+                }
+                ("station" | "officer", None) => problems.push(format!(
+                    "{at}.id: a {} token names its {} id",
+                    t.scope, t.scope
+                )),
+                (other, _) => problems.push(format!(
+                    "{at}.scope: `{other}` is not one of centre, station, officer"
+                )),
+            }
+            if t.sha256.len() != 64
+                || !t
+                    .sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                problems.push(format!(
+                    "{at}.sha256: not 64 lowercase hex digits (`dissuade token` prints one)"
+                ));
+            }
         }
         problems
     }

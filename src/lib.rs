@@ -25,3 +25,4 @@ pub mod rules;
 pub mod service;
 pub mod synth;
 pub mod task;
+pub mod web;

@@ -34,6 +34,8 @@ pub enum ServiceError {
     Processor(String),
     #[error("lifecycle: {0}")]
     Lifecycle(String),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 pub struct Service {
@@ -43,6 +45,8 @@ pub struct Service {
     /// Bootstrap servers the service uses (the embedded broker's address when embedded).
     pub bootstrap: String,
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the desk and officer views are served, when they are.
+    pub web_addr: Option<SocketAddr>,
     pub warnings: Vec<GridWarning>,
     processor: ProcessorHandle,
     lifecycle: Option<LifecycleHandle>,
@@ -151,12 +155,29 @@ impl Service {
         } else {
             None
         };
+        let web_addr = if config.web.listen.is_empty() {
+            None
+        } else {
+            match crate::web::serve(config, &bootstrap, pipeline.grid(), shutdown.clone()).await {
+                Ok(addr) => Some(addr),
+                Err(e) => {
+                    shutdown.cancel();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        processor.join().ok();
+                        lifecycle.map(LifecycleHandle::join);
+                    })
+                    .await;
+                    return Err(e.into());
+                }
+            }
+        };
         Ok(Service {
             pipeline,
             metrics,
             health,
             bootstrap,
             metrics_addr,
+            web_addr,
             warnings,
             processor,
             lifecycle,

@@ -15,7 +15,7 @@ use crate::rules::Level;
 /// Deterministic task identity: a 128-bit hash of the event id and the canonical callee
 /// number, so a replayed or redelivered event yields the same id and downstream can
 /// de-duplicate, while two people in events that reuse one event id never share a task id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskId(pub [u8; 16]);
 
 impl TaskId {

@@ -59,6 +59,47 @@ fn sla_scale(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Sign-in tokens for this run only, when the config has none: the centre, the desk of the
+/// station with the most cells, and that station's first community officer.
+fn demo_tokens(config: &mut Config) -> anyhow::Result<Vec<(String, String)>> {
+    let (grid, _) = crate::pipeline::load_grid(config).context("loading the grid map")?;
+    let mut cells = vec![0usize; grid.stations().len()];
+    for c in grid.cells() {
+        cells[c.station] += 1;
+    }
+    let busiest = (0..cells.len()).max_by_key(|&i| cells[i]);
+    let mut out = Vec::new();
+    let mut add = |scope: &str, id: Option<String>, who: String| {
+        let (token, sha256) = crate::web::auth::new_token();
+        config.web.tokens.push(crate::config::WebToken {
+            scope: scope.into(),
+            id,
+            sha256,
+        });
+        out.push((who, token));
+    };
+    add("centre", None, "centre (everything)".into());
+    if let Some(i) = busiest {
+        let st = &grid.stations()[i];
+        add(
+            "station",
+            Some(st.station_id.clone()),
+            format!("station desk {} {}", st.station_id, st.name),
+        );
+        let officer = (0..grid.cells().len())
+            .filter(|&c| grid.cells()[c].station == i)
+            .find_map(|c| grid.community_officer(c));
+        if let Some(o) = officer {
+            add(
+                "officer",
+                Some(o.officer_id.clone()),
+                format!("officer {} {}", o.officer_id, o.name),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Shortens (or lengthens) the deadlines and the tier-2 interval by `f`.
 fn scale_slas(config: &mut Config, f: f64) {
     let sla = &mut config.dispatch.sla;
@@ -82,8 +123,13 @@ pub fn run(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     rt.block_on(demo(config, args))
 }
 
-async fn demo(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
+    let sign_in = if !config.web.listen.is_empty() && config.web.tokens.is_empty() {
+        demo_tokens(&mut config)?
+    } else {
+        Vec::new()
+    };
     let service = Service::start(&config, true, shutdown.clone())
         .await
         .context("starting the service")?;
@@ -99,6 +145,12 @@ async fn demo(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             .metrics_addr
             .map_or("off".to_string(), |a| format!("http://{a}/metrics")),
     );
+    if let Some(addr) = service.web_addr {
+        eprintln!("desk and officer views: http://{addr}/ (sign in with a token)");
+        for (who, token) in &sign_in {
+            eprintln!("  {token}  {who}");
+        }
+    }
     eprintln!(
         "generating {} at {} events/s; Ctrl-C stops",
         match (args.events, args.duration) {

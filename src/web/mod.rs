@@ -1,0 +1,142 @@
+//! The duty desk's and the officers' views in the browser (docs/web.md): [`board`] is the
+//! read model of the task and feedback topics, [`feed`] keeps it current, [`map`] draws the
+//! grid, [`auth`] decides who sees what, and [`api`] serves the pages and their JSON.
+
+pub mod api;
+pub mod auth;
+pub mod board;
+mod feed;
+pub mod map;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::producer::FutureProducer;
+use thiserror::Error;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::grid::GridMap;
+
+use api::{OfficerInfo, Web};
+use auth::{Sessions, TokenError, Tokens};
+use board::Board;
+use map::GridShapes;
+
+#[derive(Debug, Error)]
+pub enum WebError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("web views: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("binding the web views on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the views on `config.web.listen` (which must not be empty): returns the bound
+/// address. They stop when `shutdown` is cancelled.
+pub async fn serve(
+    config: &Config,
+    bootstrap: &str,
+    grid: &GridMap,
+    shutdown: CancellationToken,
+) -> Result<SocketAddr, WebError> {
+    let tokens = Tokens::new(&config.web.tokens, grid)?;
+    if tokens.is_empty() {
+        warn!("web.tokens is empty: the views are served but nobody can sign in (`dissuade token` makes one)");
+    }
+    let stations: HashMap<String, (String, String)> = grid
+        .stations()
+        .iter()
+        .map(|s| {
+            (
+                s.station_id.clone(),
+                (s.name.clone(), s.duty_desk_id.clone()),
+            )
+        })
+        .collect();
+    let districts = grid
+        .stations()
+        .iter()
+        .map(|s| (s.station_id.clone(), s.district_code.clone()))
+        .collect();
+    let mut rosters = HashMap::new();
+    let mut officers = HashMap::new();
+    for (i, c) in grid.cells().iter().enumerate() {
+        let station = grid.station_of(i).station_id.clone();
+        let roster: Vec<OfficerInfo> = grid
+            .roster(i)
+            .iter()
+            .map(|o| {
+                officers
+                    .entry(o.officer_id.clone())
+                    .or_insert_with(|| (o.name.clone(), station.clone()));
+                OfficerInfo {
+                    officer_id: o.officer_id.clone(),
+                    name: o.name.clone(),
+                    role: o.role.as_str(),
+                }
+            })
+            .collect();
+        rosters.insert(c.grid_id.clone(), roster);
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let board = Arc::new(Mutex::new(Board::new(now, districts)));
+    let (changes, _) = broadcast::channel(4096);
+    feed::spawn(
+        &config.kafka,
+        bootstrap,
+        board.clone(),
+        changes.clone(),
+        shutdown.clone(),
+    )?;
+    let producer: FutureProducer =
+        crate::kafka::producer_config(&config.kafka, bootstrap).create()?;
+    let web = Arc::new(Web {
+        board,
+        shapes: GridShapes::new(grid),
+        tokens,
+        sessions: Sessions::new(config.web.session_ttl),
+        changes,
+        producer,
+        feedback_topic: config.kafka.feedback_topic.clone(),
+        stations,
+        centre_desk: config
+            .lifecycle
+            .centre_desk
+            .clone()
+            .unwrap_or_else(|| config.dispatch.fallback_desk.clone()),
+        rosters,
+        officers,
+        secure_cookie: config.web.secure_cookie,
+        shutdown: shutdown.clone(),
+    });
+    let addr = &config.web.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| WebError::Bind {
+        addr: addr.clone(),
+        source,
+    })?;
+    tokio::spawn(async move {
+        let app = api::router(web);
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "web views stopped");
+        }
+    });
+    info!(addr = %bound, "desk view on http://{bound}/desk, officer view on http://{bound}/officer");
+    Ok(bound)
+}

@@ -1,0 +1,178 @@
+#![cfg(feature = "embedded-broker")]
+//! The desk and officer views in a real browser: the service (processor, lifecycle and web
+//! views) on the embedded broker, and `tests/browser/web.mjs` driving Debian's headless
+//! Chromium through playwright-core against it. The program signs in as two stations' desks
+//! and an officer, watches a task this test causes appear live, submits an outcome from the
+//! officer's page and sees the task close on the desk; without a token, with a wrong one and
+//! with the other station's it sees no task data.
+//!
+//! `scripts/install-test-deps` installs Chromium and playwright-core; without them (or without
+//! node) the test says `skipped: ...` on stderr and passes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use dissuade::config::{Config, WebToken};
+use dissuade::service::Service;
+use geo::InteriorPoint;
+use rdkafka::message::Message;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+const STATION_A: &str = "120101-01";
+const STATION_B: &str = "120102-01";
+/// The whole browser run; it bounds each of its own waits at 30 s.
+const RUN: Duration = Duration::from_secs(300);
+
+/// A high-level event (a blacklisted caller) for `callee`, located in cell `grid_id`.
+fn event(cfg: &Config, id: &str, callee: &str, grid_id: &str) -> (String, Vec<u8>) {
+    let (grid, _) = dissuade::pipeline::load_grid(cfg).expect("grid loads");
+    let cell = grid.find_cell(grid_id).expect("the cell exists");
+    let p = grid
+        .geometry(cell)
+        .interior_point()
+        .expect("a point inside");
+    let now = chrono::Utc::now().timestamp_millis();
+    let json = format!(
+        r#"{{"event_id":"{id}","occurred_at":{now},"caller_number":"13911110001","callee_number":"{callee}","call_duration_s":120,"caller_flags":["blacklisted"],"callee_location":{{"lon":{},"lat":{}}}}}"#,
+        p.x(),
+        p.y()
+    );
+    (callee.to_string(), json.into_bytes())
+}
+
+fn token(cfg: &mut Config, scope: &str, id: Option<&str>) -> String {
+    let (token, sha256) = dissuade::web::auth::new_token();
+    cfg.web.tokens.push(WebToken {
+        scope: scope.into(),
+        id: id.map(str::to_string),
+        sha256,
+    });
+    token
+}
+
+/// The id of the task made of event `event_id`, once it is on the task topic.
+fn task_of(cfg: &Config, event_id: &str, at_least: usize) -> String {
+    let records = consume(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        at_least,
+        Duration::from_secs(60),
+    );
+    records
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
+        .find(|t| t["event_id"] == event_id)
+        .and_then(|t| t["task_id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no task for {event_id}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "skipped: no `node` here (scripts/install-test-deps needs npm and Debian's chromium)"
+        );
+        return;
+    }
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 2);
+    let t = unique("web");
+    cfg.kafka.feedback_topic = format!("{t}-feedback");
+    cfg.kafka.feedback_dlq_topic = format!("{t}-feedback-dlq");
+    cfg.kafka.lifecycle_topic = format!("{t}-lifecycle");
+    cfg.web.listen = "127.0.0.1:0".into();
+    let (grid, _) = dissuade::pipeline::load_grid(&cfg).expect("grid loads");
+    let cell_a = format!("{STATION_A}-001");
+    let officer = grid
+        .community_officer(grid.find_cell(&cell_a).unwrap())
+        .expect("cell A has a community officer")
+        .officer_id
+        .clone();
+    let station_token = token(&mut cfg, "station", Some(STATION_A));
+    let other_token = token(&mut cfg, "station", Some(STATION_B));
+    let officer_token = token(&mut cfg, "officer", Some(&officer));
+    let centre_token = token(&mut cfg, "centre", None);
+    create_topics(&cfg).await;
+
+    let shutdown = CancellationToken::new();
+    let service = Service::start(&cfg, true, shutdown.clone())
+        .await
+        .expect("the service starts");
+    let base = format!("http://{}", service.web_addr.expect("views served"));
+
+    // Two people at risk in station A's first cell, one in station B's.
+    let cell_b = format!("{STATION_B}-001");
+    let first = [
+        event(&cfg, "a-1", "13800000101", &cell_a),
+        event(&cfg, "a-2", "13800000102", &cell_a),
+        event(&cfg, "b-1", "13800000201", &cell_b),
+    ];
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &first).await;
+    task_of(&cfg, "b-1", 3);
+
+    let shots = std::env::temp_dir().join(unique("web-shots"));
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut child = tokio::process::Command::new("node")
+        .arg(root.join("tests/browser/web.mjs"))
+        .current_dir(root)
+        .env("BASE_URL", &base)
+        .env("STATION_TOKEN", &station_token)
+        .env("OTHER_STATION_TOKEN", &other_token)
+        .env("OFFICER_TOKEN", &officer_token)
+        .env("CENTRE_TOKEN", &centre_token)
+        .env("SHOTS_DIR", &shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut last = serde_json::Value::Null;
+    let run = async {
+        while let Some(line) = lines.next_line().await.expect("reading the browser test") {
+            eprintln!("browser: {line}");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["need"] == "new_task" {
+                let new = event(&cfg, "a-live", "13800000103", &cell_a);
+                produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &[new]).await;
+                let id = task_of(&cfg, "a-live", 4);
+                let answer = format!("{}\n", serde_json::json!({ "task_id": id }));
+                stdin.write_all(answer.as_bytes()).await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+            last = v;
+        }
+    };
+    tokio::time::timeout(RUN, run)
+        .await
+        .expect("the browser test finishes in time");
+    let status = child.wait().await.unwrap();
+    shutdown.cancel();
+    service.wait().await.expect("the service stops cleanly");
+
+    if let Some(why) = last["skip"].as_str() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    assert!(status.success() && last["ok"] == true, "{last}");
+    for png in ["desk.png", "officer.png", "officer-task.png"] {
+        let size = std::fs::metadata(shots.join(png))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(size > 1000, "{png}: {size} bytes");
+    }
+}
