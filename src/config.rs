@@ -1089,6 +1089,35 @@ mod tests {
     }
 
     #[test]
+    fn bad_web_tokens_are_rejected_naming_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "a".repeat(64);
+        let body = format!(
+            "[web]\nlisten = \"nowhere\"\n\
+             [[web.tokens]]\nscope = \"station\"\nsha256 = \"{hash}\"\n\
+             [[web.tokens]]\nscope = \"centre\"\nid = \"x\"\nsha256 = \"{hash}\"\n\
+             [[web.tokens]]\nscope = \"desk\"\nid = \"x\"\nsha256 = \"{hash}\"\n\
+             [[web.tokens]]\nscope = \"officer\"\nid = \"po-1\"\nsha256 = \"ABC\"\n\
+             [[web.tokens]]\nscope = \"officer\"\nid = \"po-1\"\nsha256 = \"{hash}\"\n"
+        );
+        let path = write_config(dir.path(), &body);
+        let err = Config::load_with_env(&path, []).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            problems,
+            &[
+                "web.listen: `nowhere` is not an address like 127.0.0.1:8080",
+                "web.tokens[0].id: a station token names its station id",
+                "web.tokens[1].id: the centre's token has no id",
+                "web.tokens[2].scope: `desk` is not one of centre, station, officer",
+                "web.tokens[3].sha256: not 64 lowercase hex digits (`dissuade token` prints one)",
+            ]
+        );
+    }
+
+    #[test]
     fn string_maps_from_the_environment_stay_strings() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(dir.path(), "");

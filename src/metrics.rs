@@ -135,6 +135,65 @@ pub struct Metrics {
     e2e_recent: Mutex<RecentHdr>,
     /// The second half of the loop: feedback, closing, escalation.
     pub lifecycle: LifecycleMetrics,
+    /// The desk and officer views.
+    pub web: WebMetrics,
+}
+
+/// The web views' metrics: results and counts, never a token, a person or a task id.
+pub struct WebMetrics {
+    /// Sign-ins by result (`ok`, `refused`).
+    pub sign_ins: IntCounterVec,
+    /// Feedback submitted from the officer's page, by result (`written`, `invalid`,
+    /// `not_found`, `closed`, `unavailable`).
+    pub feedback: IntCounterVec,
+    /// Pages connected to the live events now.
+    pub live_views: IntGauge,
+    /// Tasks on the views' read model now (open ones, and closed ones for a day).
+    pub board_tasks: IntGauge,
+}
+
+impl WebMetrics {
+    fn new(registry: &Registry) -> WebMetrics {
+        let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            for v in values {
+                c.with_label_values(&[v]);
+            }
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        WebMetrics {
+            sign_ins: counter_vec(
+                "dissuade_web_sign_ins_total",
+                "Sign-ins to the desk and officer views, by result.",
+                "result",
+                &["ok", "refused"],
+            ),
+            feedback: counter_vec(
+                "dissuade_web_feedback_total",
+                "Feedback submitted from the views, by result.",
+                "result",
+                &["written", "invalid", "not_found", "closed", "unavailable"],
+            ),
+            live_views: gauge(
+                "dissuade_web_live_views",
+                "Pages connected to the views' live events now.",
+            ),
+            board_tasks: gauge(
+                "dissuade_web_board_tasks",
+                "Tasks on the views' read model now: open ones, and closed ones for a day.",
+            ),
+        }
+    }
 }
 
 /// Why feedback was dead-lettered: the [`crate::lifecycle::FeedbackError::kind`] values, the
@@ -593,6 +652,7 @@ impl Metrics {
             e2e_hdr,
             e2e_recent: Mutex::new(RecentHdr::new()),
             lifecycle: LifecycleMetrics::new(&registry),
+            web: WebMetrics::new(&registry),
             registry,
         }
     }

@@ -158,7 +158,15 @@ impl Service {
         let web_addr = if config.web.listen.is_empty() {
             None
         } else {
-            match crate::web::serve(config, &bootstrap, pipeline.grid(), shutdown.clone()).await {
+            match crate::web::serve(
+                config,
+                &bootstrap,
+                pipeline.grid(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+            .await
+            {
                 Ok(addr) => Some(addr),
                 Err(e) => {
                     shutdown.cancel();

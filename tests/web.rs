@@ -161,6 +161,12 @@ async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser(
         .await
         .expect("the browser test finishes in time");
     let status = child.wait().await.unwrap();
+    let web = &service.metrics.web;
+    let (written, refused, signed_in) = (
+        web.feedback.with_label_values(&["written"]).get(),
+        web.sign_ins.with_label_values(&["refused"]).get(),
+        web.sign_ins.with_label_values(&["ok"]).get(),
+    );
     shutdown.cancel();
     service.wait().await.expect("the service stops cleanly");
 
@@ -169,6 +175,12 @@ async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser(
         return;
     }
     assert!(status.success() && last["ok"] == true, "{last}");
+    // The officer's one report, the wrong token, and the desks' and officer's sign-ins.
+    assert_eq!(written, 1);
+    assert!(
+        refused >= 1 && signed_in >= 3,
+        "refused {refused}, signed in {signed_in}"
+    );
     for png in ["desk.png", "officer.png", "officer-task.png"] {
         let size = std::fs::metadata(shots.join(png))
             .map(|m| m.len())

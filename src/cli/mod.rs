@@ -13,6 +13,7 @@ mod logging;
 mod report;
 mod run;
 mod score;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,8 @@ pub enum Command {
     /// The reach figures per district, station, grid cell or rule, read from the task and
     /// feedback topics; or the per-station task list.
     Report(report::Args),
+    /// Make a sign-in token for the desk and officer views, and the config entry admitting it.
+    Token(token::Args),
     /// Run the embedded Kafka-compatible broker alone on loopback (for development, other
     /// tools and tests).
     #[cfg(feature = "embedded-broker")]
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(load_config(&cli.config)?, args),
         Command::Bench(args) => bench::run(load_config(&cli.config)?, args),
         Command::Report(args) => report::run(&load_config(&cli.config)?, args),
+        Command::Token(args) => token::run(&load_config(&cli.config)?, args),
         #[cfg(feature = "embedded-broker")]
         Command::Broker(args) => broker::run(load_config(&cli.config)?, args),
     };

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::lifecycle::feedback::Feedback;
+use crate::metrics::Metrics;
 use crate::privacy::mask_digits;
 use crate::rules::Level;
 use crate::task::TaskId;
@@ -67,6 +68,7 @@ pub struct Web {
     /// Officer id → (name, station id).
     pub officers: HashMap<String, (String, String)>,
     pub secure_cookie: bool,
+    pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
 }
 
@@ -226,10 +228,13 @@ struct SignIn {
 }
 
 async fn sign_in(State(w): State<Shared>, body: Option<Json<SignIn>>) -> Response {
+    let sign_ins = &w.metrics.web.sign_ins;
     let Some(scope) = body.and_then(|Json(b)| w.tokens.check(&b.token)) else {
         info!("web sign-in refused");
+        sign_ins.with_label_values(&["refused"]).inc();
         return ApiError::SignedOut.into_response();
     };
+    sign_ins.with_label_values(&["ok"]).inc();
     info!(scope = scope.kind(), id = scope_id(&scope), "web sign-in");
     let id = w.sessions.open(scope);
     let cookie = format!(
@@ -460,11 +465,12 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (_, s) = w.session(&headers)?;
     let rx = w.changes.subscribe();
+    let live = LiveView::new(w.metrics.web.live_views.clone());
     let mut ticker = tokio::time::interval(FIGURES_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stream = futures::stream::unfold(
-        (w, s.scope, rx, ticker),
-        |(w, scope, mut rx, mut ticker)| async move {
+        (w, s.scope, rx, ticker, live),
+        |(w, scope, mut rx, mut ticker, live)| async move {
             loop {
                 let event = tokio::select! {
                     _ = w.shutdown.cancelled() => return None,
@@ -485,12 +491,28 @@ async fn events(
                     },
                 };
                 if let Some(event) = event {
-                    return Some((Ok(event), (w, scope, rx, ticker)));
+                    return Some((Ok(event), (w, scope, rx, ticker, live)));
                 }
             }
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Counts a page connected to the live events for as long as its stream lives.
+struct LiveView(prometheus::IntGauge);
+
+impl LiveView {
+    fn new(gauge: prometheus::IntGauge) -> LiveView {
+        gauge.inc();
+        LiveView(gauge)
+    }
+}
+
+impl Drop for LiveView {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[derive(Deserialize)]
@@ -512,6 +534,23 @@ async fn feedback(
     body: Result<Json<FeedbackIn>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let (_, s) = w.session_for_change(&headers)?;
+    let result = write_feedback(&w, &s, body).await;
+    let label = match &result {
+        Ok(_) => "written",
+        Err(ApiError::Bad(_)) => "invalid",
+        Err(ApiError::NotFound) => "not_found",
+        Err(ApiError::Conflict(_)) => "closed",
+        Err(_) => "unavailable",
+    };
+    w.metrics.web.feedback.with_label_values(&[label]).inc();
+    result
+}
+
+async fn write_feedback(
+    w: &Web,
+    s: &Session,
+    body: Result<Json<FeedbackIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
     let Json(fb) = body.map_err(|e| ApiError::Bad(mask_digits(&e.body_text()).into_owned()))?;
     let id = TaskId::parse(&fb.task_id)
         .ok_or_else(|| ApiError::Bad("task_id: not a task id (32 hex digits)".into()))?;

@@ -478,7 +478,7 @@ fn empty_row(key: &str) -> Row {
 mod tests {
     use super::*;
 
-    const T0: i64 = 1_795_480_200_000; // 2026-11-25T01:10:00Z
+    const T0: i64 = 1_795_480_200_000; // 2026-11-24T00:30:00Z
     const MIN: i64 = 60_000;
 
     fn rfc(ms: i64) -> String {
@@ -626,9 +626,9 @@ mod tests {
 
     #[test]
     fn the_periods_start_at_beijing_midnight_and_on_the_first() {
-        // 2026-11-25T01:10Z is 09:10 in Beijing on the 25th.
+        // 2026-11-24T00:30Z is 08:30 in Beijing on the 24th.
         let (day, month) = period_starts(T0);
-        assert_eq!(rfc(day), "2026-11-24T16:00:00.000Z");
+        assert_eq!(rfc(day), "2026-11-23T16:00:00.000Z");
         assert_eq!(rfc(month), "2026-10-31T16:00:00.000Z");
     }
 }

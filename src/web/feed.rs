@@ -27,6 +27,7 @@ pub fn spawn(
     bootstrap: &str,
     board: Arc<Mutex<Board>>,
     changes: broadcast::Sender<TaskId>,
+    board_tasks: prometheus::IntGauge,
     shutdown: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
     let mut cc = crate::kafka::consumer_config(kafka, bootstrap);
@@ -75,7 +76,10 @@ pub fn spawn(
                 }
                 if last_tick.elapsed() >= TICK {
                     let now = chrono::Utc::now().timestamp_millis();
-                    changed.extend(board.lock().expect("board lock").tick(now));
+                    let mut b = board.lock().expect("board lock");
+                    changed.extend(b.tick(now));
+                    board_tasks.set(b.len() as i64);
+                    drop(b);
                     last_tick = Instant::now();
                 }
                 for id in changed {

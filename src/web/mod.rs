@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::grid::GridMap;
+use crate::metrics::Metrics;
 
 use api::{OfficerInfo, Web};
 use auth::{Sessions, TokenError, Tokens};
@@ -45,6 +46,7 @@ pub async fn serve(
     config: &Config,
     bootstrap: &str,
     grid: &GridMap,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, WebError> {
     let tokens = Tokens::new(&config.web.tokens, grid)?;
@@ -94,6 +96,7 @@ pub async fn serve(
         bootstrap,
         board.clone(),
         changes.clone(),
+        metrics.web.board_tasks.clone(),
         shutdown.clone(),
     )?;
     let producer: FutureProducer =
@@ -115,6 +118,7 @@ pub async fn serve(
         rosters,
         officers,
         secure_cookie: config.web.secure_cookie,
+        metrics,
         shutdown: shutdown.clone(),
     });
     let addr = &config.web.listen;
