@@ -71,6 +71,127 @@ fn task_of(cfg: &Config, event_id: &str, at_least: usize) -> String {
         .unwrap_or_else(|| panic!("no task for {event_id}"))
 }
 
+/// One HTTP/1.1 request; returns the status, the headers and the body.
+async fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut raw)
+        .await
+        .unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_string(), body.to_string())
+}
+
+/// Changes from another origin, or without the session's CSRF token, are refused even with
+/// a valid session cookie; the same change from the service's own origin goes through the
+/// check (and fails later, for the unknown task).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_from_another_origin_or_without_the_csrf_token_is_refused() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    cfg.web.listen = "127.0.0.1:0".into();
+    cfg.lifecycle.enabled = false;
+    let centre = token(&mut cfg, "centre", None);
+    create_topics(&cfg).await;
+    let shutdown = CancellationToken::new();
+    let service = Service::start(&cfg, true, shutdown.clone())
+        .await
+        .expect("the service starts");
+    let base = format!("http://{}", service.web_addr.unwrap());
+    let host = base.trim_start_matches("http://").to_string();
+
+    let json = [("Content-Type", "application/json")];
+    let (status, _, _) = http(&base, "POST", "/api/session", &json, r#"{"token":"wrong"}"#).await;
+    assert_eq!(status, 401);
+    let (status, head, _) = http(
+        &base,
+        "POST",
+        "/api/session",
+        &json,
+        &format!(r#"{{"token":"{centre}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
+    assert!(
+        head.to_lowercase()
+            .contains("content-security-policy: default-src 'self'; script-src 'self'"),
+        "{head}"
+    );
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let (status, _, me) = http(&base, "GET", "/api/me", &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200);
+    let csrf = serde_json::from_str::<serde_json::Value>(&me).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let body = r#"{"task_id":"00000000000000000000000000000000","outcome":"false_alarm"}"#;
+    let post = |origin: Option<String>, csrf: Option<String>| {
+        let (cookie, base) = (cookie.clone(), base.clone());
+        async move {
+            let mut h = vec![
+                ("Content-Type", "application/json".to_string()),
+                ("Cookie", cookie),
+            ];
+            if let Some(o) = origin {
+                h.push(("Origin", o));
+            }
+            if let Some(c) = csrf {
+                h.push(("X-CSRF-Token", c));
+            }
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http(&base, "POST", "/api/feedback", &h, body).await.0
+        }
+    };
+    let own = format!("http://{host}");
+    assert_eq!(
+        post(Some("http://evil.example".into()), Some(csrf.clone())).await,
+        403
+    );
+    assert_eq!(post(Some(own.clone()), None).await, 403);
+    assert_eq!(post(Some(own.clone()), Some("0".repeat(64))).await, 403);
+    assert_eq!(
+        post(Some(own), Some(csrf.clone())).await,
+        404,
+        "past the checks: no such task"
+    );
+    // Signed out, the session is gone.
+    let h = [("Cookie", cookie.as_str()), ("X-CSRF-Token", csrf.as_str())];
+    assert_eq!(http(&base, "DELETE", "/api/session", &h, "").await.0, 204);
+    assert_eq!(
+        http(&base, "GET", "/api/me", &[("Cookie", &cookie)], "")
+            .await
+            .0,
+        401
+    );
+    shutdown.cancel();
+    service.wait().await.expect("the service stops cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
