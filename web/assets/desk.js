@@ -10,6 +10,7 @@ import {
 } from './common.js';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
+const NO_GRID = '未定位 No cell';
 const ROW_H = 40; // px, the same as .row's height in app.css
 const OVERSCAN = 12;
 
@@ -66,6 +67,7 @@ function paintCell(gridId) {
     if (!el) return;
     const cls = cellClass(counts.get(gridId));
     if (el.getAttribute('class') !== cls) el.setAttribute('class', cls);
+    if (gridId === hovered) showHover(gridId);
 }
 
 function count(t, d) {
@@ -185,6 +187,10 @@ let hovered = null;
 function hover(id) {
     if (id === hovered) return;
     hovered = id;
+    showHover(id);
+}
+
+function showHover(id) {
     const out = $('map-hover');
     if (!id) {
         out.textContent = '';
@@ -383,7 +389,8 @@ function rowFor(t) {
     state.title = state.textContent;
     if (t.escalated_tier > 0) {
         const tier = t.escalated_tier >= 2 ? '升级中心 escalated to the centre' : '升级值班台 escalated to the desk';
-        state.append(' ', h('span', { class: 'badge esc', title: tier }, `升级 T${t.escalated_tier}`));
+        // First, so that a long state label cannot push it out of the column.
+        state.prepend(h('span', { class: 'badge esc', title: tier }, `升级 T${t.escalated_tier}`));
     }
     const row = h('div', {
         class: cls, role: 'listitem', tabindex: '0',
@@ -391,7 +398,8 @@ function rowFor(t) {
     },
     h('span', { class: `lvl lvl-${t.level}` }, LEVEL_LABEL[t.level] || t.level),
     h('span', { class: 'c-deadline' }, d.text),
-    h('span', { class: 'c-grid', title: `${t.grid_name} ${t.grid_id}` }, t.grid_name),
+    // A task whose person is in no cell has no grid (nor station): it is the centre's.
+    h('span', { class: 'c-grid', title: t.grid_id ? `${t.grid_name} ${t.grid_id}` : NO_GRID }, t.grid_name || NO_GRID),
     h('span', { class: 'c-assignee mono', title: t.assignee_id }, t.assignee_id),
     h('span', { class: 'c-number mono' }, t.victim),
     state);
