@@ -59,15 +59,31 @@ fn sla_scale(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Sign-in tokens for this run only, when the config has none: the centre, the desk of the
-/// station with the most cells, and that station's first community officer.
+/// Sign-in tokens for this run only, when the config has none: the centre, and the desk and
+/// community officer of the cell with the most base stations (the synthetic callees live
+/// around base stations, so that officer gets tasks), or of the station with the most cells
+/// when there is no cell table.
 fn demo_tokens(config: &mut Config) -> anyhow::Result<Vec<(String, String)>> {
     let (grid, _) = crate::pipeline::load_grid(config).context("loading the grid map")?;
-    let mut cells = vec![0usize; grid.stations().len()];
-    for c in grid.cells() {
-        cells[c.station] += 1;
+    let mut per_cell = vec![0usize; grid.cells().len()];
+    if let Some(table) = &config.grid.cell_table {
+        let table = crate::grid::cell_table::CellTable::load(&config.resolve(table))
+            .context("loading the cell table")?;
+        for (_, (lon, lat)) in table.iter() {
+            if let Some(c) = grid.locate(lon, lat).cell {
+                per_cell[c] += 1;
+            }
+        }
     }
-    let busiest = (0..cells.len()).max_by_key(|&i| cells[i]);
+    let mut per_station = vec![0usize; grid.stations().len()];
+    for c in grid.cells() {
+        per_station[c.station] += 1;
+    }
+    // The hottest cell with a community officer; ties (and no cell table) go to the station
+    // with the most cells.
+    let cell = (0..grid.cells().len())
+        .filter(|&c| grid.community_officer(c).is_some())
+        .max_by_key(|&c| (per_cell[c], per_station[grid.cells()[c].station]));
     let mut out = Vec::new();
     let mut add = |scope: &str, id: Option<String>, who: String| {
         let (token, sha256) = crate::web::auth::new_token();
@@ -79,23 +95,19 @@ fn demo_tokens(config: &mut Config) -> anyhow::Result<Vec<(String, String)>> {
         out.push((who, token));
     };
     add("centre", None, "centre (everything)".into());
-    if let Some(i) = busiest {
-        let st = &grid.stations()[i];
+    if let Some(c) = cell {
+        let st = grid.station_of(c);
         add(
             "station",
             Some(st.station_id.clone()),
             format!("station desk {} {}", st.station_id, st.name),
         );
-        let officer = (0..grid.cells().len())
-            .filter(|&c| grid.cells()[c].station == i)
-            .find_map(|c| grid.community_officer(c));
-        if let Some(o) = officer {
-            add(
-                "officer",
-                Some(o.officer_id.clone()),
-                format!("officer {} {}", o.officer_id, o.name),
-            );
-        }
+        let o = grid.community_officer(c).expect("filtered on it");
+        add(
+            "officer",
+            Some(o.officer_id.clone()),
+            format!("officer {} {}", o.officer_id, o.name),
+        );
     }
     Ok(out)
 }
