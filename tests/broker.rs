@@ -142,6 +142,7 @@ fn a_demo_at_trace_level_logs_no_phone_number() {
         .args(["demo", "--events", "1500", "--rate", "1500"])
         .env("RUST_LOG", "trace")
         .env("DISSUADE__METRICS__LISTEN", "\"127.0.0.1:0\"")
+        .env("DISSUADE__WEB__LISTEN", "\"127.0.0.1:0\"")
         .env("DISSUADE__KAFKA__EMBEDDED_PORT", "0")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()

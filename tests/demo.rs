@@ -33,6 +33,7 @@ fn a_short_demo_with_officers_reaches_people_escalates_and_rejects_no_feedback()
             "1",
         ])
         .env("DISSUADE__METRICS__LISTEN", "\"127.0.0.1:0\"")
+        .env("DISSUADE__WEB__LISTEN", "\"127.0.0.1:0\"")
         .env("DISSUADE__KAFKA__EMBEDDED_PORT", "0")
         .env("RUST_LOG", "warn")
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -43,6 +43,8 @@ pub fn sample_config(bootstrap: &str, partitions: i32) -> Config {
         ("KAFKA__WORKERS", "2".to_string()),
         ("KAFKA__COMMIT_INTERVAL", "\"100ms\"".to_string()),
         ("METRICS__LISTEN", "\"\"".to_string()),
+        // The views bind a port of their own: tests that want them set one.
+        ("WEB__LISTEN", "\"\"".to_string()),
     ]
     .map(|(k, v)| (format!("DISSUADE__{k}"), v));
     Config::load_with_env(&path, env).expect("sample config loads")
@@ -350,6 +352,8 @@ pub fn run_command(cfg: &dissuade::config::Config) -> std::process::Command {
             "DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS",
             "\"6000\"",
         )
-        .env("DISSUADE__METRICS__LISTEN", "\"\"");
+        .env("DISSUADE__METRICS__LISTEN", "\"\"")
+        // Several instances run at once: the views' default port would clash.
+        .env("DISSUADE__WEB__LISTEN", "\"\"");
     c
 }
