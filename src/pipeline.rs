@@ -192,6 +192,11 @@ impl Pipeline {
         &self.rules
     }
 
+    /// The lowest level that makes a task (`dispatch.min_level`).
+    pub fn dispatch_min_level(&self) -> Level {
+        self.dispatch.min_level
+    }
+
     pub fn grid(&self) -> &GridMap {
         &self.grid
     }

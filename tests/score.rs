@@ -440,3 +440,89 @@ fn check_command_names_a_mistyped_script_key_and_the_closest_fraud_type() {
         "{stderr}"
     );
 }
+
+/// `score --explain` says what became of every line: a task with its reasons, the repeat
+/// suppressed by that task, a quiet call below the threshold, a bad line rejected with its
+/// masked reason; no number in clear outside the task.
+#[test]
+fn explain_says_why_each_event_did_or_did_not_become_a_task() {
+    let at = "2026-11-24T08:00:00+08:00";
+    let loc = r#""callee_location":{"lon":117.196623,"lat":39.132584}"#;
+    let input = format!(
+        "{}\n{}\n{}\n{}\n",
+        format!(
+            r#"{{"event_id":"e1","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#
+        ),
+        format!(
+            r#"{{"event_id":"e2","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#
+        ),
+        format!(
+            r#"{{"event_id":"e3","occurred_at":"{at}","caller_number":"13911110002","callee_number":"13800000002","call_duration_s":20}}"#
+        ),
+        r#"{"event_id":"e4","occurred_at":"13800000003","callee_number":"13800000003"}"#,
+    );
+    let out = dissuade(
+        &["score", "--explain", "--now", "2026-11-24T00:01:00Z"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let result: Vec<&str> = lines
+        .iter()
+        .map(|l| l["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        result,
+        ["task", "suppressed", "below_threshold", "rejected"]
+    );
+    assert_eq!(lines[0]["fired"][0]["rule_id"], "blacklisted_caller");
+    assert_eq!(lines[0]["level"], "high");
+    assert_eq!(lines[1]["suppressed_by"], lines[0]["task_id"]);
+    assert_eq!(
+        (
+            lines[2]["score"].as_i64(),
+            lines[2]["dispatch_level"].as_str()
+        ),
+        (Some(0), Some("medium"))
+    );
+    assert!(lines[3]["error"].as_str().unwrap().contains("occurred_at"));
+    assert!(
+        !lines[3].to_string().contains("13800000003"),
+        "{}",
+        lines[3]
+    );
+}
+
+#[test]
+fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
+    let out = dissuade(&["rules", "--json"], b"");
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["levels"]["medium"], 40);
+    assert_eq!(v["dispatch_min_level"], "medium");
+    let blacklisted = v["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "blacklisted_caller")
+        .unwrap();
+    assert_eq!(
+        (
+            blacklisted["score"].as_i64(),
+            blacklisted["enabled"].as_bool()
+        ),
+        (Some(60), Some(true))
+    );
+    let table = String::from_utf8(dissuade(&["rules"], b"").stdout).unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("blacklisted_caller") && l.contains("60")),
+        "{table}"
+    );
+}

@@ -11,6 +11,7 @@ mod generate;
 mod locate;
 mod logging;
 mod report;
+mod rules;
 mod run;
 mod score;
 mod token;
@@ -44,8 +45,11 @@ pub enum Command {
     Check(check::Args),
     /// Find the police grid cell for a point (or for JSON lines on stdin).
     Locate(locate::Args),
-    /// Score events (JSON lines on stdin) and print tasks (JSON lines on stdout).
+    /// Score events (JSON lines on stdin) and print tasks (JSON lines on stdout), or, with
+    /// `--explain`, what became of each event and why.
     Score(score::Args),
+    /// List the rules with their ids, scores and state, and the level thresholds.
+    Rules(rules::Args),
     /// Build a police-grid map (cells, stations, roster, cell table) from a district file.
     GenGrid(gen_grid::Args),
     /// Run the service: consume events from Kafka, produce tasks and dead letters.
@@ -72,6 +76,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Locate(args) => locate::run(&load_config(&cli.config)?, args),
         Command::Score(args) => score::run(&load_config(&cli.config)?, args),
+        Command::Rules(args) => rules::run(&load_config(&cli.config)?, args),
         Command::GenGrid(args) => gen_grid::run(args),
         Command::Run(args) => run::run(load_config(&cli.config)?, args),
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),

@@ -6,8 +6,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use serde_json::json;
+
 use crate::config::Config;
 use crate::pipeline::{Action, Outcome, Pipeline};
+use crate::privacy::mask_digits;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,6 +21,11 @@ pub struct Args {
     /// output for replays and tests.
     #[arg(long, value_parser = parse_time)]
     now: Option<i64>,
+    /// Print one line per input line instead of the tasks: its score, level, the rules that
+    /// fired and what became of it (task, below threshold, suppressed by which task, or
+    /// rejected and why), so an analyst sees why an event did not become a task.
+    #[arg(long)]
+    explain: bool,
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -56,7 +64,13 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         totals.events += 1;
         let now = args.now.unwrap_or_else(super::now_ms);
         buf.clear();
-        match pipeline.process(&line, 0, now, &mut buf) {
+        let outcome = pipeline.process(&line, 0, now, &mut buf);
+        if args.explain {
+            let why = explain(&pipeline, n + 1, &line, &outcome, &buf);
+            serde_json::to_writer(&mut out, &why)?;
+            out.write_all(b"\n")?;
+        }
+        match outcome {
             Outcome::Rejected(e) => {
                 totals.rejected += 1;
                 eprintln!("line {}: {e}", n + 1);
@@ -74,8 +88,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                     } else {
                         totals.new += 1;
                     }
-                    out.write_all(&buf)?;
-                    out.write_all(b"\n")?;
+                    if !args.explain {
+                        out.write_all(&buf)?;
+                        out.write_all(b"\n")?;
+                    }
                 }
             },
         }
@@ -98,4 +114,78 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         totals.rejected
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One input line explained. The rules are named with their scores; a task's own reasons
+/// (with the event's figures) are in the task. Error messages are masked like the logs.
+fn explain(
+    pipeline: &Pipeline,
+    line_no: usize,
+    line: &[u8],
+    outcome: &Outcome,
+    task: &[u8],
+) -> serde_json::Value {
+    let event_id = serde_json::from_slice::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| {
+            v.get("event_id")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+        });
+    match outcome {
+        Outcome::Rejected(e) => json!({
+            "line": line_no,
+            "event_id": event_id,
+            "result": "rejected",
+            "error": mask_digits(&e.to_string()),
+        }),
+        Outcome::Scored(s) => {
+            let rules = pipeline.rules().rules();
+            let fired: Vec<_> = s
+                .fired
+                .iter()
+                .map(|&i| {
+                    let r = &rules[i as usize];
+                    json!({"rule_id": r.id, "score": r.score})
+                })
+                .collect();
+            let mut v = json!({
+                "line": line_no,
+                "event_id": event_id,
+                "score": s.score,
+                "level": s.level,
+                "fired": fired,
+            });
+            let o = v.as_object_mut().expect("an object");
+            match &s.action {
+                Action::BelowThreshold => {
+                    o.insert("result".into(), json!("below_threshold"));
+                    o.insert(
+                        "dispatch_level".into(),
+                        json!(pipeline.dispatch_min_level()),
+                    );
+                }
+                Action::Suppressed { open } => {
+                    o.insert("result".into(), json!("suppressed"));
+                    o.insert("suppressed_by".into(), json!(open));
+                }
+                Action::Task(t) => {
+                    o.insert(
+                        "result".into(),
+                        json!(if t.upgrade_of.is_some() {
+                            "upgrade"
+                        } else {
+                            "task"
+                        }),
+                    );
+                    o.insert("task_id".into(), json!(t.task_id));
+                    let reasons = serde_json::from_slice::<serde_json::Value>(task)
+                        .ok()
+                        .and_then(|t| t.get("reasons").cloned());
+                    o.insert("reasons".into(), reasons.unwrap_or(json!([])));
+                }
+            }
+            v
+        }
+    }
 }

@@ -1,0 +1,67 @@
+//! `dissuade rules`: the loaded rule set as analysts need to see it: each rule's id, score,
+//! state and reason, the level thresholds and the version tasks are stamped with.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::rules::{Level, RuleSet};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let path = config.resolve(&config.rules.path);
+    let rules = RuleSet::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let mut out = super::stdout();
+    let levels = [Level::Low, Level::Medium, Level::High, Level::Critical];
+    let t = rules.thresholds();
+    if args.json {
+        let v = json!({
+            "version": rules.version(),
+            "levels": levels.iter().map(|&l| (l.as_str(), t.min_score(l))).collect::<std::collections::BTreeMap<_, _>>(),
+            "dispatch_min_level": config.dispatch.min_level,
+            "rules": rules.rules().iter().map(|r| json!({
+                "id": r.id,
+                "score": r.score,
+                "enabled": r.enabled,
+                "description": r.description,
+                "reason": r.reason_template,
+            })).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(out, "rules {} ({})", path.display(), rules.version())?;
+    let thresholds: Vec<String> = levels
+        .iter()
+        .filter_map(|&l| t.min_score(l).map(|s| format!("{} {s}", l.as_str())))
+        .collect();
+    writeln!(
+        out,
+        "levels: {}; tasks from {} up",
+        thresholds.join(", "),
+        config.dispatch.min_level.as_str()
+    )?;
+    let width = rules.rules().iter().map(|r| r.id.len()).max().unwrap_or(2);
+    writeln!(out, "{:width$}  score  state     description", "id")?;
+    for r in rules.rules() {
+        writeln!(
+            out,
+            "{:width$}  {:>5}  {:8}  {}",
+            r.id,
+            r.score,
+            if r.enabled { "enabled" } else { "disabled" },
+            r.description
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
