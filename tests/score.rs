@@ -448,19 +448,13 @@ fn check_command_names_a_mistyped_script_key_and_the_closest_fraud_type() {
 fn explain_says_why_each_event_did_or_did_not_become_a_task() {
     let at = "2026-11-24T08:00:00+08:00";
     let loc = r#""callee_location":{"lon":117.196623,"lat":39.132584}"#;
-    let input = format!(
-        "{}\n{}\n{}\n{}\n",
-        format!(
-            r#"{{"event_id":"e1","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#
-        ),
-        format!(
-            r#"{{"event_id":"e2","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#
-        ),
-        format!(
-            r#"{{"event_id":"e3","occurred_at":"{at}","caller_number":"13911110002","callee_number":"13800000002","call_duration_s":20}}"#
-        ),
-        r#"{"event_id":"e4","occurred_at":"13800000003","callee_number":"13800000003"}"#,
-    );
+    let input = [
+        format!(r#"{{"event_id":"e1","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#),
+        format!(r#"{{"event_id":"e2","occurred_at":"{at}","caller_number":"13911110001","callee_number":"13800000001","call_duration_s":120,"caller_flags":["blacklisted"],{loc}}}"#),
+        format!(r#"{{"event_id":"e3","occurred_at":"{at}","caller_number":"13911110002","callee_number":"13800000002","call_duration_s":20}}"#),
+        r#"{"event_id":"e4","occurred_at":"13800000003","callee_number":"13800000003"}"#.to_string(),
+    ]
+    .join("\n");
     let out = dissuade(
         &["score", "--explain", "--now", "2026-11-24T00:01:00Z"],
         input.as_bytes(),
