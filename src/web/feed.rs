@@ -44,6 +44,9 @@ pub fn spawn(
             .first()
             .map(|t| t.partitions().len() as i32)
             .unwrap_or(0);
+        if partitions == 0 {
+            warn!(%topic, "web views: the topic does not exist; its records will not be shown");
+        }
         for p in 0..partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
         }
