@@ -139,6 +139,32 @@ pub struct Metrics {
     pub web: WebMetrics,
 }
 
+/// A counter with one label, registered, every value in `values` present from the start.
+fn labelled_counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    c
+}
+
+fn registered_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
 /// The web views' metrics: results and counts, never a token, a person or a task id.
 pub struct WebMetrics {
     /// Sign-ins by result (`ok`, `refused`).
@@ -155,22 +181,9 @@ pub struct WebMetrics {
 impl WebMetrics {
     fn new(registry: &Registry) -> WebMetrics {
         let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            for v in values {
-                c.with_label_values(&[v]);
-            }
-            c
+            labelled_counter(registry, name, help, label, values)
         };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
+        let gauge = |name: &str, help: &str| registered_gauge(registry, name, help);
         WebMetrics {
             sign_ins: counter_vec(
                 "dissuade_web_sign_ins_total",
@@ -254,14 +267,7 @@ pub struct LifecycleMetrics {
 impl LifecycleMetrics {
     fn new(registry: &Registry) -> LifecycleMetrics {
         let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            for v in values {
-                c.with_label_values(&[v]);
-            }
-            c
+            labelled_counter(registry, name, help, label, values)
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
@@ -270,13 +276,7 @@ impl LifecycleMetrics {
                 .expect("unique metric");
             c
         };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
+        let gauge = |name: &str, help: &str| registered_gauge(registry, name, help);
         let tasks = IntGaugeVec::new(
             Opts::new(
                 "dissuade_lifecycle_tasks",
