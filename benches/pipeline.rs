@@ -387,7 +387,7 @@ fn task<'a>(
             .iter()
             .map(|&i| Reason {
                 rule_id: &rules.rules()[i as usize].id,
-                reason: rules.reason(i, e),
+                reason: rules.reason(i, e, &dissuade::features::NO_FIGURES),
                 score: rules.rules()[i as usize].score,
             })
             .collect(),

@@ -1,8 +1,9 @@
 //! `dissuade`: an anti-fraud early-warning stream processor.
 //!
 //! A suspicious-call event flows through the modules in the order they are listed here:
-//! [`event`] decodes and validates the record, [`rules`] scores it against the analysts' rule
-//! set, [`grid`] finds the police grid cell that contains the person at risk, [`dispatch`]
+//! [`event`] decodes and validates the record, [`features`] adds it to its caller's and
+//! callee's sliding windows, [`rules`] scores it, with those windows' figures, against the
+//! analysts' rule set, [`grid`] finds the police grid cell that contains the person at risk, [`dispatch`]
 //! keeps one open task per person, and [`task`] encodes the dissuasion task for the officer.
 //! [`lifecycle`] closes the loop: officers' feedback, deadlines and escalations to duty desks.
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod event;
+pub mod features;
 pub mod grid;
 pub mod http;
 pub mod kafka;

@@ -129,6 +129,14 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub open_tasks: IntGauge,
     pub assigned_partitions: IntGauge,
+    /// Calls the windowed features did not count: late, or a redelivered event.
+    pub window_late: IntCounter,
+    pub window_duplicates: IntCounter,
+    /// Calls dropped early from a key holding `max_calls_per_key`.
+    pub window_truncated: IntCounter,
+    /// Keys and calls held in the feature windows, by side (caller, callee).
+    pub window_keys: IntGaugeVec,
+    pub window_calls: IntGaugeVec,
     stage_seconds: Vec<Histogram>,
     e2e_seconds: Histogram,
     e2e_hdr: SharedHdr,
@@ -530,6 +538,12 @@ impl Metrics {
         )
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+        let window_calls = counter_vec(
+            "dissuade_window_uncounted_total",
+            "Calls the windowed features did not count: late (older than the key's latest \
+             call by more than windows.allowed_lateness; still scored) or a redelivered event.",
+            &["reason"],
+        );
         let rules_info = gauge_vec(
             "dissuade_rules_info",
             "The loaded rule set: always 1, labelled with its name and content version.",
@@ -643,6 +657,23 @@ impl Metrics {
             assigned_partitions: gauge(
                 "dissuade_assigned_partitions",
                 "Input partitions assigned to this instance.",
+            ),
+            window_late: window_calls.with_label_values(&["late"]),
+            window_duplicates: window_calls.with_label_values(&["duplicate"]),
+            window_truncated: counter(
+                "dissuade_window_truncated_total",
+                "Calls dropped from a feature window before their time because their key \
+                 held windows.max_calls_per_key calls: that key's figures are capped.",
+            ),
+            window_keys: gauge_vec(
+                "dissuade_window_keys",
+                "Callers and callees with calls in the feature windows.",
+                &["side"],
+            ),
+            window_calls: gauge_vec(
+                "dissuade_window_calls",
+                "Calls held in the feature windows (the longest window's), by side.",
+                &["side"],
             ),
             stage_seconds: Stage::ALL
                 .iter()

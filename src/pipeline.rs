@@ -9,6 +9,7 @@ use thiserror::Error;
 use crate::config::{Config, DispatchConfig, InputConfig, ScriptsConfig};
 use crate::dispatch::{callee_key, Decision, Dispatcher, OpenTask};
 use crate::event::{Event, EventError, Location};
+use crate::features::{Figures, Windows};
 use crate::grid::cell_table::CellTable;
 use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
 use crate::rules::{Fired, Level, RuleSet, RulesError, Score};
@@ -17,6 +18,9 @@ use crate::task::{
 };
 
 /// What became of one input record.
+// Returned once per event and matched at once: boxing the large variant would allocate per
+// event to save a copy of a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// The record is not a valid event; it belongs in the dead-letter topic.
@@ -30,6 +34,8 @@ pub struct Scored {
     pub score: i32,
     /// Indexes of the rules that fired, into [`RuleSet::rules`].
     pub fired: Fired,
+    /// The figures of the rule set's features this event saw (see [`RuleSet::features`]).
+    pub figures: Figures,
     pub occurred_at_ms: i64,
     /// Whether the record's key is, byte for byte, the canonical callee number (`None` when
     /// no key was given). Input is partitioned by the key's bytes, so another spelling, or
@@ -142,6 +148,8 @@ pub struct Pipeline {
     grid: GridMap,
     cells: CellTable,
     dispatcher: Dispatcher,
+    /// The state of the rule set's windowed features.
+    windows: Windows,
     dispatch: DispatchConfig,
     scripts: ScriptsConfig,
 }
@@ -158,6 +166,7 @@ impl Pipeline {
         Pipeline {
             input,
             dispatcher: Dispatcher::new(dispatch.suppression_window, dispatch.max_open),
+            windows: Windows::new(rules.features(), rules.window_limits()),
             rules,
             grid,
             cells,
@@ -209,6 +218,11 @@ impl Pipeline {
         &self.dispatcher
     }
 
+    /// The windowed features' state.
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
     /// The suppression window: one open task per person within it.
     pub fn dispatch_window(&self) -> std::time::Duration {
         self.dispatch.suppression_window
@@ -251,13 +265,25 @@ impl Pipeline {
             return Outcome::Rejected(e);
         }
         timer.lap(Stage::Decode);
-        let score = self.rules.score(&event);
+        let callee = callee_key(&event.callee_number);
+        let task_id = TaskId::for_event_of(&event.event_id, callee);
+        let (score, figures) = self.rules.score_with(&event, &self.windows, task_id);
         timer.lap(Stage::Score);
-        let action = self.act(&event, &score, partition, now_ms, out, timer);
+        let action = self.act(
+            &event,
+            &score,
+            &figures,
+            (callee, task_id),
+            partition,
+            now_ms,
+            out,
+            timer,
+        );
         Outcome::Scored(Scored {
             level: score.level,
             score: score.total,
             fired: score.fired,
+            figures,
             occurred_at_ms: event.occurred_at_ms,
             key_matches: key.map(|k| k == event.callee_number.as_bytes()),
             action,
@@ -301,10 +327,13 @@ impl Pipeline {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn act(
         &self,
         event: &Event<'_>,
         score: &Score,
+        figures: &Figures,
+        (callee, task_id): (u64, TaskId),
         partition: i32,
         now_ms: i64,
         out: &mut Vec<u8>,
@@ -314,8 +343,6 @@ impl Pipeline {
         if level < self.dispatch.min_level {
             return Action::BelowThreshold;
         }
-        let callee = callee_key(&event.callee_number);
-        let task_id = TaskId::for_event_of(&event.event_id, callee);
         let decided =
             self.dispatcher
                 .decide(callee, level, event.occurred_at_ms, task_id, partition);
@@ -324,6 +351,8 @@ impl Pipeline {
             Decision::New => None,
             Decision::Upgrade { previous } => Some(previous),
         };
+        self.windows
+            .task_made(callee, event.occurred_at_ms, task_id.short());
         timer.lap(Stage::Dispatch);
 
         let location = self.locate_victim(event);
@@ -358,7 +387,7 @@ impl Pipeline {
                     let rule = &self.rules.rules()[i as usize];
                     Reason {
                         rule_id: &rule.id,
-                        reason: self.rules.reason(i, event),
+                        reason: self.rules.reason(i, event, figures),
                         score: rule.score,
                     }
                 })

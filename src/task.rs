@@ -29,6 +29,11 @@ impl TaskId {
         TaskId(xxhash_rust::xxh3::xxh3_128_with_seed(event_id.as_bytes(), callee_key).to_be_bytes())
     }
 
+    /// The first 8 bytes: enough to tell one event's task from another's in a window.
+    pub fn short(&self) -> u64 {
+        u64::from_be_bytes(self.0[..8].try_into().expect("8 of 16 bytes"))
+    }
+
     /// Parses the 32-hex-digit form that tasks carry.
     pub fn parse(hex_id: &str) -> Option<TaskId> {
         let mut bytes = [0u8; 16];

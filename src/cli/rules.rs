@@ -1,5 +1,6 @@
 //! `dissuade rules`: the loaded rule set as analysts need to see it: each rule's id, score,
-//! state and reason, the level thresholds and the version tasks are stamped with.
+//! state and reason, the windowed features, the level thresholds and the version tasks are
+//! stamped with.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,6 +36,18 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 "description": r.description,
                 "reason": r.reason_template,
             })).collect::<Vec<_>>(),
+            "features": rules.features().iter().map(|f| json!({
+                "id": f.id,
+                "key": f.key,
+                "aggregate": f.aggregate,
+                "window": humantime::format_duration(f.window).to_string(),
+                "where": f.filter,
+                "description": f.description,
+            })).collect::<Vec<_>>(),
+            "windows": {
+                "allowed_lateness": humantime::format_duration(rules.window_limits().allowed_lateness).to_string(),
+                "max_calls_per_key": rules.window_limits().max_calls_per_key,
+            },
         });
         serde_json::to_writer_pretty(&mut out, &v)?;
         writeln!(out)?;
@@ -62,6 +75,37 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             if r.enabled { "enabled" } else { "disabled" },
             r.description
         )?;
+    }
+    if !rules.features().is_empty() {
+        let limits = rules.window_limits();
+        writeln!(
+            out,
+            "\nfeatures (late calls allowed {}; at most {} calls per key):",
+            humantime::format_duration(limits.allowed_lateness),
+            limits.max_calls_per_key
+        )?;
+        let width = rules
+            .features()
+            .iter()
+            .map(|f| f.id.len())
+            .max()
+            .unwrap_or(2);
+        for f in rules.features() {
+            let filter = f
+                .filter
+                .as_deref()
+                .map(|w| format!(" where {w}"))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:width$}  {} of the {} over {}{filter}: {}",
+                f.id,
+                f.aggregate.as_str(),
+                f.key.as_str(),
+                humantime::format_duration(f.window),
+                f.description
+            )?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

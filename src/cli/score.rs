@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_time)]
     now: Option<i64>,
     /// Print one line per input line instead of the tasks: its score, level, the rules that
-    /// fired and what became of it (task, below threshold, suppressed by which task, or
+    /// fired, the figures of the windowed features it saw, and what became of it (task, below threshold, suppressed by which task, or
     /// rejected and why), so an analyst sees why an event did not become a task.
     #[arg(long)]
     explain: bool,
@@ -149,12 +149,21 @@ fn explain(
                     json!({"rule_id": r.id, "score": r.score})
                 })
                 .collect();
+            // The figures this event saw, one per feature; null where there is none.
+            let figures: serde_json::Map<String, serde_json::Value> = pipeline
+                .rules()
+                .features()
+                .iter()
+                .zip(s.figures)
+                .map(|(f, x)| (f.id.clone(), json!(x.is_finite().then_some(x))))
+                .collect();
             let mut v = json!({
                 "line": line_no,
                 "event_id": event_id,
                 "score": s.score,
                 "level": s.level,
                 "fired": fired,
+                "figures": figures,
             });
             let o = v.as_object_mut().expect("an object");
             match &s.action {

@@ -683,6 +683,7 @@ fn poll_loop(
             metrics.open_tasks.set(dispatcher.open_count() as i64);
             catch_up(&metrics.not_remembered, dispatcher.not_remembered());
             catch_up(&metrics.evicted, dispatcher.evicted());
+            shared.pipeline.windows().export(metrics);
             last_housekeeping = Instant::now();
         }
     }

@@ -7,9 +7,10 @@ use sha2::{Digest, Sha256};
 use toml::{Spanned, Table, Value};
 
 use crate::event::CallerFlag;
+use crate::features::{Aggregate, FeatureSpec, KeySide, WindowLimits, MAX_FEATURES};
 
 use super::error::line_col;
-use super::template::Template;
+use super::template::{Template, PLACEHOLDERS};
 use super::{
     bool_bit, head8, Arena, BoolField, Compiled, FraudTypes, Node, NumField, Problem, ProblemKind,
     Rule, RuleRef, RuleSet, RulesError, Thresholds, AGE_PRESENT, WORD_FACTS, WORD_HINT,
@@ -39,8 +40,31 @@ struct RawFile {
     #[serde(default)]
     fraud_types: Vec<String>,
     levels: Option<RawLevels>,
+    windows: Option<RawWindows>,
+    #[serde(default)]
+    feature: Vec<Spanned<Table>>,
     #[serde(default)]
     rule: Vec<Spanned<Table>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindows {
+    #[serde(default, with = "humantime_serde")]
+    allowed_lateness: Option<std::time::Duration>,
+    max_calls_per_key: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    id: String,
+    description: String,
+    key: String,
+    aggregate: String,
+    window: String,
+    #[serde(rename = "where")]
+    filter: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -168,9 +192,13 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         ));
     }
 
+    let mut arena = Arena::default();
+    let window_limits = compile_windows(raw.windows.as_ref(), &mut problems);
+    let features = compile_features(raw.feature, text, &fraud_types, &mut arena, &mut problems);
+    let feature_ids: Vec<&str> = features.specs.iter().map(|f| f.id.as_str()).collect();
+
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
     let mut program: Vec<Compiled> = Vec::new();
-    let mut arena = Arena::default();
     #[cfg(test)]
     let mut reference = Vec::new();
     // id -> (number, line) of its first definition
@@ -187,6 +215,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             .filter(|id| valid_id(id))
             .map(str::to_owned);
         let rref = RuleRef {
+            table: "rule",
             number: i + 1,
             id: id_guess,
             line,
@@ -266,7 +295,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             );
         }
 
-        let template = match Template::parse(&raw_rule.reason) {
+        let template = match Template::parse(&raw_rule.reason, &feature_ids) {
             Ok(t) => Some(t),
             Err(errs) => {
                 for (kind, message) in errs {
@@ -278,6 +307,8 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
 
         let mut cx = CondCx {
             fraud_types: &fraud_types,
+            features: &feature_ids,
+            in_filter: false,
             problems: Vec::new(),
         };
         let cond = cx.cond(&raw_rule.when, "when");
@@ -318,6 +349,9 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             program,
             arena,
             fraud_types: FraudTypes::new(fraud_types),
+            features: features.specs,
+            filters: features.filters,
+            window_limits,
             #[cfg(test)]
             reference,
         }),
@@ -326,6 +360,260 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             problems,
         }),
     }
+}
+
+/// The longest window a feature may declare: state grows with the calls inside it.
+const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn compile_windows(raw: Option<&RawWindows>, problems: &mut Vec<Problem>) -> WindowLimits {
+    let mut limits = WindowLimits::default();
+    let Some(raw) = raw else {
+        return limits;
+    };
+    let mut problem = |message: String| {
+        problems.push(Problem {
+            kind: ProblemKind::BadWindows,
+            rule: None,
+            path: String::new(),
+            message,
+        })
+    };
+    if let Some(l) = raw.allowed_lateness {
+        if l > MAX_WINDOW {
+            problem(format!(
+                "windows.allowed_lateness: {} is longer than the longest window allowed ({})",
+                humantime::format_duration(l),
+                humantime::format_duration(MAX_WINDOW)
+            ));
+        }
+        limits.allowed_lateness = l;
+    }
+    if let Some(n) = raw.max_calls_per_key {
+        if !(1..=1_000_000).contains(&n) {
+            problem(format!(
+                "windows.max_calls_per_key: {n} is outside 1..=1000000"
+            ));
+        }
+        limits.max_calls_per_key = n;
+    }
+    limits
+}
+
+/// The checked features and the lowered `where` of those that have one.
+#[derive(Default)]
+struct CompiledFeatures {
+    specs: Vec<FeatureSpec>,
+    filters: Vec<(u8, Node)>,
+}
+
+fn compile_features(
+    raw: Vec<Spanned<Table>>,
+    text: &str,
+    fraud_types: &[Box<str>],
+    arena: &mut Arena,
+    problems: &mut Vec<Problem>,
+) -> CompiledFeatures {
+    let mut out = CompiledFeatures::default();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Every declared id, so that a `where` naming a feature is told why it cannot.
+    let declared: Vec<String> = raw
+        .iter()
+        .filter_map(|t| t.get_ref().get("id")?.as_str().map(str::to_owned))
+        .collect();
+    let declared: Vec<&str> = declared.iter().map(String::as_str).collect();
+    for (i, spanned) in raw.into_iter().enumerate() {
+        let span = spanned.span();
+        let line = (span.start < span.end && span.end <= text.len())
+            .then(|| line_col(&text.as_bytes()[..span.start]).0);
+        let table = spanned.into_inner();
+        let fref = RuleRef {
+            table: "feature",
+            number: i + 1,
+            id: table
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| valid_id(id))
+                .map(str::to_owned),
+            line,
+        };
+        let mut problem = |kind, path: &str, message: String| {
+            problems.push(Problem {
+                kind,
+                rule: Some(fref.clone()),
+                path: path.to_owned(),
+                message,
+            })
+        };
+        let raw: RawFeature = match serde_path_to_error::deserialize(Value::Table(table)) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = e.inner().message().trim_end().to_owned();
+                let (kind, message) = match message.strip_prefix("unknown field") {
+                    Some(rest) => (ProblemKind::UnknownKey, format!("unknown key{rest}")),
+                    None => (ProblemKind::BadKey, message),
+                };
+                problem(kind, "", message);
+                continue;
+            }
+        };
+        let mut ok = true;
+        if !valid_id(&raw.id) {
+            problem(
+                ProblemKind::BadId,
+                "id",
+                format!(
+                    "bad feature id {:?}: use 1-64 characters of a-z, 0-9, `_` and `-`",
+                    raw.id
+                ),
+            );
+            ok = false;
+        } else if FIELDS.iter().any(|f| f.name == raw.id) || PLACEHOLDERS.contains(&raw.id.as_str())
+        {
+            problem(
+                ProblemKind::BadId,
+                "id",
+                format!(
+                    "feature id `{}` is already the name of an event field",
+                    raw.id
+                ),
+            );
+            ok = false;
+        } else if let Some(number) = seen.get(&raw.id) {
+            problem(
+                ProblemKind::DuplicateId,
+                "id",
+                format!(
+                    "duplicate feature id `{}`: feature #{number} already uses it",
+                    raw.id
+                ),
+            );
+            ok = false;
+        } else {
+            seen.insert(raw.id.clone(), i + 1);
+        }
+        let key = match raw.key.as_str() {
+            "caller" => Some(KeySide::Caller),
+            "callee" => Some(KeySide::Callee),
+            other => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "key",
+                    format!("unknown key side `{other}`; use caller or callee"),
+                );
+                None
+            }
+        };
+        let aggregate = Aggregate::ALL
+            .into_iter()
+            .find(|a| a.as_str() == raw.aggregate);
+        if aggregate.is_none() {
+            problem(
+                ProblemKind::BadFeature,
+                "aggregate",
+                format!(
+                    "unknown aggregate `{}`; use one of {}",
+                    raw.aggregate,
+                    Aggregate::ALL.map(Aggregate::as_str).join(", ")
+                ),
+            );
+        }
+        let window = match humantime::parse_duration(&raw.window) {
+            Ok(w) if w.is_zero() || w > MAX_WINDOW => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "window",
+                    format!(
+                        "window {} is outside 1s..={}",
+                        raw.window,
+                        humantime::format_duration(MAX_WINDOW)
+                    ),
+                );
+                None
+            }
+            Ok(w) => Some(w),
+            Err(e) => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "window",
+                    format!(
+                        "window {:?} is not a duration such as \"10m\" or \"1h\": {e}",
+                        raw.window
+                    ),
+                );
+                None
+            }
+        };
+        match (aggregate, key, &raw.filter) {
+            (Some(Aggregate::Share), _, None) => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "where",
+                    "a share needs a `where`: the share of calls that match it".into(),
+                );
+                ok = false;
+            }
+            (Some(Aggregate::SecondsSinceLastTask), Some(KeySide::Caller), _) => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "key",
+                    "seconds_since_last_task is about the person at risk: use key = \"callee\""
+                        .into(),
+                );
+                ok = false;
+            }
+            (Some(Aggregate::SecondsSinceLastTask), _, Some(_)) => {
+                problem(
+                    ProblemKind::BadFeature,
+                    "where",
+                    "seconds_since_last_task counts tasks, not calls: it takes no `where`".into(),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+        let filter = raw.filter.as_ref().map(|v| {
+            let mut cx = CondCx {
+                fraud_types,
+                features: &declared,
+                in_filter: true,
+                problems: Vec::new(),
+            };
+            let cond = cx.cond(v, "where");
+            for (kind, path, message) in cx.problems {
+                problem(kind, &path, message);
+            }
+            cond
+        });
+        let (Some(key), Some(aggregate), Some(window), true) = (key, aggregate, window, ok) else {
+            continue;
+        };
+        let index = out.specs.len();
+        if index == MAX_FEATURES {
+            problem(
+                ProblemKind::BadFeature,
+                "",
+                format!("at most {MAX_FEATURES} features are supported"),
+            );
+            continue;
+        }
+        match filter {
+            Some(Some(cond)) => out.filters.push((index as u8, lower(&cond, arena))),
+            Some(None) => continue,
+            None => {}
+        }
+        out.specs.push(FeatureSpec {
+            id: raw.id,
+            description: raw.description,
+            key,
+            aggregate,
+            window,
+            filter: raw.filter.map(|v| match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }),
+        });
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------
@@ -355,7 +643,8 @@ pub(super) enum Cond {
         value: bool,
         negate: bool,
     },
-    AgeExists,
+    /// A number is present (callee_age, or a feature's figure).
+    NumExists(NumField),
     BoolExists(BoolField),
     /// The hint's bit is in `mask`; `negate`: a hint is present and its bit is not.
     Hint {
@@ -427,7 +716,14 @@ fn lower(cond: &Cond, arena: &mut Arena) -> Node {
             value,
             negate,
         } => all_bits(WORD_FACTS, bool_bit(*field, value != negate)),
-        Cond::AgeExists => all_bits(WORD_FACTS, AGE_PRESENT),
+        Cond::NumExists(NumField::CALLEE_AGE) => all_bits(WORD_FACTS, AGE_PRESENT),
+        // Any number at all: false only for NaN, the absent figure.
+        Cond::NumExists(field) => Node::Num {
+            field: *field,
+            negate: false,
+            lo: f64::NEG_INFINITY,
+            hi: f64::INFINITY,
+        },
         Cond::BoolExists(f) => any_bit(WORD_FACTS, bool_bit(*f, false) | bool_bit(*f, true)),
         // A present hint has exactly one bit set, so "present and not in mask" is "in !mask".
         Cond::Hint { mask, negate } => any_bit(WORD_HINT, if *negate { !mask } else { *mask }),
@@ -606,17 +902,17 @@ struct FieldDef {
 const FIELDS: [FieldDef; 10] = [
     FieldDef {
         name: "call_duration_s",
-        kind: FieldKind::Num(NumField::CallDurationS),
+        kind: FieldKind::Num(NumField::CALL_DURATION_S),
         optional: false,
     },
     FieldDef {
         name: "call_minutes",
-        kind: FieldKind::Num(NumField::CallMinutes),
+        kind: FieldKind::Num(NumField::CALL_MINUTES),
         optional: false,
     },
     FieldDef {
         name: "callee_age",
-        kind: FieldKind::Num(NumField::CalleeAge),
+        kind: FieldKind::Num(NumField::CALLEE_AGE),
         optional: true,
     },
     FieldDef {
@@ -855,6 +1151,10 @@ fn parse_leaf_text(s: &str) -> Result<(&str, &str, LeafValue<'static>), String> 
 
 struct CondCx<'a> {
     fraud_types: &'a [Box<str>],
+    /// Feature ids, usable as numeric fields (index = position).
+    features: &'a [&'a str],
+    /// Compiling a feature's `where`: features are not allowed there.
+    in_filter: bool,
     problems: Vec<(ProblemKind, String, String)>,
 }
 
@@ -1072,13 +1372,42 @@ impl CondCx<'_> {
     }
 
     fn leaf(&mut self, field: &str, op: &str, value: LeafValue<'_>, path: &str) -> Option<Cond> {
-        let Some(def) = FIELDS.iter().find(|f| f.name == field) else {
-            self.problem(
-                ProblemKind::UnknownField,
-                path,
-                format!("unknown field `{field}`; known fields: {}", field_names()),
-            );
-            return None;
+        let feature = self.features.iter().position(|f| *f == field);
+        let def = match (FIELDS.iter().find(|f| f.name == field), feature) {
+            (Some(def), _) => def,
+            (None, Some(_)) if self.in_filter => {
+                self.problem(
+                    ProblemKind::UnknownField,
+                    path,
+                    format!(
+                        "a feature's `where` tests the call's own fields, not another \
+                         feature (`{field}`); known fields: {}",
+                        field_names()
+                    ),
+                );
+                return None;
+            }
+            (None, Some(i)) => &FieldDef {
+                name: "",
+                kind: FieldKind::Num(NumField::feature(i)),
+                optional: true,
+            },
+            (None, None) => {
+                let features = if self.features.is_empty() || self.in_filter {
+                    String::new()
+                } else {
+                    format!("; features: {}", self.features.join(", "))
+                };
+                self.problem(
+                    ProblemKind::UnknownField,
+                    path,
+                    format!(
+                        "unknown field `{field}`; known fields: {}{features}",
+                        field_names()
+                    ),
+                );
+                return None;
+            }
         };
         let ops = def.ops();
         if !ops.contains(&op) {
@@ -1126,7 +1455,7 @@ impl CondCx<'_> {
                 },
             };
             let cond = match def.kind {
-                FieldKind::Num(_) => Cond::AgeExists,
+                FieldKind::Num(f) => Cond::NumExists(f),
                 FieldKind::Bool(f) => Cond::BoolExists(f),
                 _ => Cond::Hint {
                     mask: u64::MAX,
@@ -1309,7 +1638,14 @@ pub(super) fn eval_reference(
     cond: &Cond,
     e: &crate::event::Event<'_>,
     fraud_types: &[Box<str>],
+    figures: &crate::features::Figures,
 ) -> bool {
+    let number = |f: NumField| match f {
+        NumField::CALL_DURATION_S => Some(e.call_duration_s),
+        NumField::CALL_MINUTES => Some(e.call_duration_s / 60.0),
+        NumField::CALLEE_AGE => e.callee_age.map(f64::from),
+        NumField(i) => Some(figures[i as usize - NumField::EVENT_NUMBERS]).filter(|x| !x.is_nan()),
+    };
     let bool_field = |f: BoolField| match f {
         BoolField::CalleePriorVictim => e.callee_prior_victim,
         BoolField::SmsWithLink => e.sms_with_link,
@@ -1318,12 +1654,9 @@ pub(super) fn eval_reference(
     };
     match cond {
         Cond::Num { field, op, value } => {
-            let x = match field {
-                NumField::CallDurationS => Some(e.call_duration_s),
-                NumField::CallMinutes => Some(e.call_duration_s / 60.0),
-                NumField::CalleeAge => e.callee_age.map(f64::from),
+            let Some(x) = number(*field) else {
+                return false;
             };
-            let Some(x) = x else { return false };
             match op {
                 CmpOp::Eq => x == *value,
                 CmpOp::Ne => x != *value,
@@ -1341,7 +1674,7 @@ pub(super) fn eval_reference(
             None => false,
             Some(v) => (v == *value) != *negate,
         },
-        Cond::AgeExists => e.callee_age.is_some(),
+        Cond::NumExists(f) => number(*f).is_some(),
         Cond::BoolExists(f) => bool_field(*f).is_some(),
         Cond::Hint { mask, negate } => match e.fraud_type_hint.as_deref() {
             None => false,
@@ -1357,8 +1690,12 @@ pub(super) fn eval_reference(
         Cond::FlagsAll(m) => e.caller_flags.0 & m == *m,
         Cond::FlagsNone(m) => e.caller_flags.0 & m == 0,
         Cond::Prefix(ps) => ps.iter().any(|p| e.caller_number.starts_with(p.as_str())),
-        Cond::All(cs) => cs.iter().all(|c| eval_reference(c, e, fraud_types)),
-        Cond::Any(cs) => cs.iter().any(|c| eval_reference(c, e, fraud_types)),
-        Cond::Not(c) => !eval_reference(c, e, fraud_types),
+        Cond::All(cs) => cs
+            .iter()
+            .all(|c| eval_reference(c, e, fraud_types, figures)),
+        Cond::Any(cs) => cs
+            .iter()
+            .any(|c| eval_reference(c, e, fraud_types, figures)),
+        Cond::Not(c) => !eval_reference(c, e, fraud_types, figures),
     }
 }

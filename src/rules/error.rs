@@ -96,11 +96,18 @@ pub enum ProblemKind {
     TooManyRules,
     /// A bad entry in the top-level `fraud_types` list.
     BadFraudTypes,
+    /// A `[[feature]]` that cannot be kept: unknown key side or aggregate, a bad window, a
+    /// `where` an aggregate cannot use, or too many features.
+    BadFeature,
+    /// `[windows]` settings out of range.
+    BadWindows,
 }
 
-/// Which rule a problem is about.
+/// Which rule (or `[[feature]]`) a problem is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleRef {
+    /// `"rule"` or `"feature"`: the kind of table.
+    pub table: &'static str,
     /// 1-based position among the file's `[[rule]]` entries.
     pub number: usize,
     /// The rule's id where it has a usable one.
@@ -112,10 +119,12 @@ pub struct RuleRef {
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.id, self.line) {
-            (Some(id), Some(line)) => write!(f, "rule `{id}` (#{}, line {line})", self.number),
-            (Some(id), None) => write!(f, "rule `{id}` (#{})", self.number),
-            (None, Some(line)) => write!(f, "rule #{} (line {line})", self.number),
-            (None, None) => write!(f, "rule #{}", self.number),
+            (Some(id), Some(line)) => {
+                write!(f, "{} `{id}` (#{}, line {line})", self.table, self.number)
+            }
+            (Some(id), None) => write!(f, "{} `{id}` (#{})", self.table, self.number),
+            (None, Some(line)) => write!(f, "{} #{} (line {line})", self.table, self.number),
+            (None, None) => write!(f, "{} #{}", self.table, self.number),
         }
     }
 }

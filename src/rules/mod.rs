@@ -23,7 +23,12 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::dispatch::callee_key;
 use crate::event::Event;
+use crate::features::{
+    CallFacts, FeatureSpec, Figures, WindowLimits, Windows, MAX_FEATURES, NO_FIGURES,
+};
+use crate::task::TaskId;
 
 pub use error::{Problem, ProblemKind, RuleRef, RulesError};
 pub use synthetic::synthetic_rule_set;
@@ -182,6 +187,11 @@ pub struct RuleSet {
     arena: Arena,
     /// Fraud types a rule may name.
     fraud_types: FraudTypes,
+    /// The windowed features, in file order (a feature's index is its figure slot).
+    features: Vec<FeatureSpec>,
+    /// `(feature index, condition)` of each feature's `where`.
+    filters: Vec<(u8, Node)>,
+    window_limits: WindowLimits,
     /// The conditions as checked, before lowering: the tests' reference evaluator.
     #[cfg(test)]
     reference: Vec<(u16, i32, compile::Cond)>,
@@ -238,9 +248,65 @@ impl RuleSet {
         &self.thresholds
     }
 
-    /// Scores one event: the sum of the scores of the enabled rules whose condition holds.
+    /// The windowed features, in file order.
+    pub fn features(&self) -> &[FeatureSpec] {
+        &self.features
+    }
+
+    /// The `[windows]` settings: allowed lateness and the bound on calls per key.
+    pub fn window_limits(&self) -> WindowLimits {
+        self.window_limits
+    }
+
+    /// Scores one event on its own fields: every feature's figure is absent, so rules on
+    /// features do not fire. [`RuleSet::score_with`] is the scoring that keeps windows.
     pub fn score(&self, event: &Event<'_>) -> Score {
-        let ctx = Ctx::new(event, &self.fraud_types);
+        self.score_ctx(&Ctx::new(event, &self.fraud_types))
+    }
+
+    /// Adds the event to `windows` (the state of this rule set's features; see
+    /// [`Windows::new`]) and scores it with the figures it then sees, which are returned
+    /// for the reasons. `task` is the id of the task the event would make.
+    pub fn score_with(
+        &self,
+        event: &Event<'_>,
+        windows: &Windows,
+        task: TaskId,
+    ) -> (Score, Figures) {
+        let mut ctx = Ctx::new(event, &self.fraud_types);
+        let mut figures = NO_FIGURES;
+        if !self.features.is_empty() {
+            let mut filters = 0u16;
+            for (index, node) in &self.filters {
+                if self.arena.eval_root(node, &ctx) {
+                    filters |= 1 << index;
+                }
+            }
+            let own = task.short();
+            let call = CallFacts {
+                at_ms: event.occurred_at_ms,
+                event: own,
+                caller: callee_key(&event.caller_number),
+                callee: callee_key(&event.callee_number),
+                duration_s: event.call_duration_s,
+                filters,
+            };
+            windows.observe(&call, own, &mut figures);
+            ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(&figures);
+        }
+        (self.score_ctx(&ctx), figures)
+    }
+
+    /// Scores with the given figures, keeping no windows: the tests' way to set figures.
+    #[cfg(test)]
+    fn score_figures(&self, event: &Event<'_>, figures: &Figures) -> Score {
+        let mut ctx = Ctx::new(event, &self.fraud_types);
+        ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(figures);
+        self.score_ctx(&ctx)
+    }
+
+    #[inline]
+    fn score_ctx(&self, ctx: &Ctx) -> Score {
         let mut total: i32 = 0;
         let mut fired = Fired::new();
         for rule in &self.program {
@@ -248,7 +314,7 @@ impl RuleSet {
             if (ctx.words[0] & m0 != w0) | (ctx.words[1] & m1 != w1) {
                 continue;
             }
-            if self.arena.eval_root(&rule.root, &ctx) {
+            if self.arena.eval_root(&rule.root, ctx) {
                 total += rule.score;
                 fired.push(rule.index);
             }
@@ -260,11 +326,12 @@ impl RuleSet {
         }
     }
 
-    /// Renders the reason of rule `rule_index` (an index from [`Score::fired`]) for `event`.
-    /// The caller's number only ever appears masked. An index out of range renders as "".
-    pub fn reason(&self, rule_index: u16, event: &Event<'_>) -> String {
+    /// Renders the reason of rule `rule_index` (an index from [`Score::fired`]) for `event`,
+    /// which saw `figures`. The caller's number only ever appears masked. An index out of
+    /// range renders as "".
+    pub fn reason(&self, rule_index: u16, event: &Event<'_>, figures: &Figures) -> String {
         match self.rules.get(rule_index as usize) {
-            Some(rule) => rule.reason.render(event, rule),
+            Some(rule) => rule.reason.render(event, rule, figures),
             None => String::new(),
         }
     }
@@ -292,13 +359,21 @@ struct Compiled {
     index: u16,
 }
 
-/// Numeric fields, as indexes into [`Ctx::nums`]. Absent values are NaN.
+/// Numeric fields, as indexes into [`Ctx::nums`]: the event's numbers, then the windowed
+/// features' figures. Absent values are NaN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum NumField {
-    CallDurationS = 0,
-    CallMinutes = 1,
-    CalleeAge = 2,
+struct NumField(u8);
+
+impl NumField {
+    const CALL_DURATION_S: NumField = NumField(0);
+    const CALL_MINUTES: NumField = NumField(1);
+    const CALLEE_AGE: NumField = NumField(2);
+    /// Numbers taken from the event itself; features follow.
+    const EVENT_NUMBERS: usize = 3;
+
+    fn feature(index: usize) -> NumField {
+        NumField((Self::EVENT_NUMBERS + index) as u8)
+    }
 }
 
 /// Boolean fields. Each has two bits in fact word 0, `false` and `true`; an absent value sets
@@ -392,7 +467,7 @@ impl Arena {
                 lo,
                 hi,
             } => {
-                let x = c.nums[field as usize];
+                let x = c.nums[field.0 as usize];
                 if negate {
                     x < lo || x > hi
                 } else {
@@ -475,7 +550,7 @@ impl FraudTypes {
 /// An event's fields, resolved once per [`RuleSet::score`] call.
 struct Ctx {
     words: [u64; 2],
-    nums: [f64; 3],
+    nums: [f64; NumField::EVENT_NUMBERS + MAX_FEATURES],
     head: u64,
 }
 
@@ -499,13 +574,15 @@ impl Ctx {
             None => 0,
             Some(h) => fraud_types.bit(h),
         };
+        let mut nums = [f64::NAN; NumField::EVENT_NUMBERS + MAX_FEATURES];
+        nums[..NumField::EVENT_NUMBERS].copy_from_slice(&[
+            e.call_duration_s,
+            e.call_duration_s / 60.0,
+            e.callee_age.map_or(f64::NAN, f64::from),
+        ]);
         Ctx {
             words: [facts, hint],
-            nums: [
-                e.call_duration_s,
-                e.call_duration_s / 60.0,
-                e.callee_age.map_or(f64::NAN, f64::from),
-            ],
+            nums,
             head: head8(e.caller_number.as_bytes()),
         }
     }

@@ -6,6 +6,7 @@ use crate::event::Event;
 use crate::privacy::{mask_digits, mask_phone};
 
 use super::{ProblemKind, Rule};
+use crate::features::Figures;
 
 /// Placeholder names a reason may use. None of them shows a full phone number.
 pub(crate) const PLACEHOLDERS: [&str; 12] = [
@@ -37,10 +38,15 @@ enum Placeholder {
     HasCellId,
     Score,
     RuleId,
+    /// A windowed feature's figure, by feature index.
+    Feature(u8),
 }
 
 impl Placeholder {
-    fn from_name(name: &str) -> Option<Placeholder> {
+    fn from_name(name: &str, features: &[&str]) -> Option<Placeholder> {
+        if let Some(i) = features.iter().position(|f| *f == name) {
+            return Some(Placeholder::Feature(i as u8));
+        }
         Some(match name {
             "caller_number" => Placeholder::CallerNumber,
             "call_duration_s" => Placeholder::CallDurationS,
@@ -72,9 +78,12 @@ pub(crate) struct Template {
 }
 
 impl Template {
-    /// Parses `{name}` placeholders; `{{` and `}}` are literal braces. Reports every
-    /// unknown placeholder.
-    pub(crate) fn parse(text: &str) -> Result<Template, Vec<(ProblemKind, String)>> {
+    /// Parses `{name}` placeholders (event fields and the ids of `features`); `{{` and `}}`
+    /// are literal braces. Reports every unknown placeholder.
+    pub(crate) fn parse(
+        text: &str,
+        features: &[&str],
+    ) -> Result<Template, Vec<(ProblemKind, String)>> {
         let mut problems = Vec::new();
         let mut pieces = Vec::new();
         let mut literal = String::new();
@@ -108,7 +117,7 @@ impl Template {
                 break;
             };
             let name = after[..end].trim();
-            match Placeholder::from_name(name) {
+            match Placeholder::from_name(name, features) {
                 Some(p) => {
                     if !literal.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut literal).into()));
@@ -119,7 +128,12 @@ impl Template {
                     ProblemKind::UnknownPlaceholder,
                     format!(
                         "unknown placeholder `{{{name}}}` in the reason; known placeholders: {}",
-                        PLACEHOLDERS.join(", ")
+                        PLACEHOLDERS
+                            .iter()
+                            .chain(features)
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )),
             }
@@ -136,11 +150,15 @@ impl Template {
         }
     }
 
-    pub(crate) fn render(&self, e: &Event<'_>, rule: &Rule) -> String {
+    /// Renders the reason for `e`; `figures` are the event's feature figures.
+    pub(crate) fn render(&self, e: &Event<'_>, rule: &Rule, figures: &Figures) -> String {
         let mut out = String::with_capacity(96);
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
+                Piece::Field(Placeholder::Feature(i)) => {
+                    render_figure(&mut out, figures[*i as usize])
+                }
                 Piece::Field(p) => render_field(&mut out, *p, e, rule),
             }
         }
@@ -156,6 +174,19 @@ fn yes_no(out: &mut String, b: Option<bool>) {
         Some(false) => "no",
         None => UNKNOWN,
     });
+}
+
+/// A figure as an analyst would write it: whole numbers without decimals, others with up
+/// to two; "unknown" when there is none.
+fn render_figure(out: &mut String, x: f64) {
+    if !x.is_finite() {
+        out.push_str(UNKNOWN);
+    } else if x.fract() == 0.0 {
+        let _ = write!(out, "{x:.0}");
+    } else {
+        let s = format!("{x:.2}");
+        out.push_str(s.trim_end_matches('0'));
+    }
 }
 
 fn render_field(out: &mut String, p: Placeholder, e: &Event<'_>, rule: &Rule) {
@@ -204,5 +235,6 @@ fn render_field(out: &mut String, p: Placeholder, e: &Event<'_>, rule: &Rule) {
             let _ = write!(out, "{}", rule.score);
         }
         Placeholder::RuleId => out.push_str(&rule.id),
+        Placeholder::Feature(_) => unreachable!("figures are rendered by render_figure"),
     }
 }

@@ -482,22 +482,22 @@ fn reason_renders_placeholders_and_masks_the_caller() {
     let s = set.score(&e);
     assert_eq!(s.fired.as_slice(), &[0]);
     assert_eq!(
-        set.reason(0, &e),
+        set.reason(0, &e, &NO_FIGURES),
         "long-call (+30): 12.4 min (742 s) from +85****4567 to a 71-year-old; flags overseas, \
          spoofed_official; hint impersonate_police; link yes; victim before no; located yes/no {ok}"
     );
-    assert!(!set.reason(0, &e).contains("51234567"));
+    assert!(!set.reason(0, &e, &NO_FIGURES).contains("51234567"));
 
     // Absent values, fractional seconds, no flags.
     let mut e = plain();
     e.call_duration_s = 61.5;
     e.callee_age = None;
     assert_eq!(
-        set.reason(0, &e),
+        set.reason(0, &e, &NO_FIGURES),
         "long-call (+30): 1.0 min (61.5 s) from 139****1111 to a unknown-year-old; flags none; \
          hint unknown; link unknown; victim before unknown; located yes/no {ok}"
     );
-    assert_eq!(set.reason(7, &e), "");
+    assert_eq!(set.reason(7, &e, &NO_FIGURES), "");
 }
 
 #[test]
@@ -510,7 +510,7 @@ fn reason_masks_digit_runs_in_the_hint() {
     assert_eq!(set.rules()[0].reason_template, "hint {fraud_type_hint}");
     let mut e = plain();
     e.fraud_type_hint = Some(Cow::Borrowed("call back 13812345678"));
-    assert_eq!(set.reason(0, &e), "hint call back 138****5678");
+    assert_eq!(set.reason(0, &e, &NO_FIGURES), "hint call back 138****5678");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -563,7 +563,7 @@ fn unknown_top_level_key_and_bad_levels_type_are_syntax_errors() {
     let err = load_err(&format!("{LEVELS}\n[[rules]]\nid = \"r\"\n"));
     assert_eq!(
         err.to_string(),
-        "bad.toml:7:3: unknown field `rules`, expected one of `name`, `fraud_types`, `levels`, `rule`"
+        "bad.toml:7:3: unknown field `rules`, expected one of `name`, `fraud_types`, `levels`, `windows`, `feature`, `rule`"
     );
     let err = load_err("[levels]\nlow = 20\nmedium = \"forty\"\nhigh = 60\ncritical = 90\n");
     assert!(matches!(err, RulesError::Syntax { line: 3, .. }), "{err:?}");
@@ -580,6 +580,7 @@ fn misspelt_rule_key_is_rejected() {
     assert_eq!(
         p.rule,
         Some(RuleRef {
+            table: "rule",
             number: 1,
             id: Some("r".into()),
             line: Some(7)
@@ -1033,7 +1034,7 @@ fn sample_rules_give_the_expected_levels() {
         ]
     );
     assert_eq!(
-        set.reason(s.fired[0], &e),
+        set.reason(s.fired[0], &e, &NO_FIGURES),
         "Caller +85****4567 posed as police, procuratorate or court (flags: overseas, \
          spoofed_official; hint: impersonate_police)."
     );
@@ -1084,7 +1085,9 @@ fn synthetic_rule_sets_load_and_score() {
         let s = set.score(&e);
         assert!(s.fired.iter().all(|i| (*i as usize) < n));
         for i in &s.fired {
-            assert!(set.reason(*i, &e).starts_with("rule synthetic-"));
+            assert!(set
+                .reason(*i, &e, &NO_FIGURES)
+                .starts_with("rule synthetic-"));
         }
     }
     assert_eq!(
@@ -1152,6 +1155,32 @@ const LEAVES: [&str; 32] = [
     "caller_number starts_with [1390, '+8525']",
 ];
 
+const FEATURES: &str = r#"
+[[feature]]
+id = "f_count"
+description = "calls of the caller"
+key = "caller"
+aggregate = "count"
+window = "10m"
+
+[[feature]]
+id = "f_since"
+description = "since the last task"
+key = "callee"
+aggregate = "seconds_since_last_task"
+window = "1d"
+"#;
+
+const FEATURE_LEAVES: [&str; 7] = [
+    "f_count >= 3",
+    "f_count < 2",
+    "f_count == 5",
+    "f_count != 2",
+    "f_since exists",
+    "f_since <= 60",
+    "f_since > 3600",
+];
+
 fn random_cond(rng: &mut Lcg, depth: u32) -> String {
     if depth == 0 || rng.below(3) == 0 {
         return format!("\"{}\"", rng.pick(&LEAVES));
@@ -1212,11 +1241,11 @@ fn random_event(rng: &mut Lcg) -> Event<'static> {
     e
 }
 
-fn reference_score(set: &RuleSet, e: &Event<'_>) -> (i32, Vec<u16>) {
+fn reference_score(set: &RuleSet, e: &Event<'_>, figures: &Figures) -> (i32, Vec<u16>) {
     let mut total = 0;
     let mut fired = Vec::new();
     for (index, score, cond) in &set.reference {
-        if compile::eval_reference(cond, e, &set.fraud_types.names) {
+        if compile::eval_reference(cond, e, &set.fraud_types.names, figures) {
             total += score;
             fired.push(*index);
         }
@@ -1227,11 +1256,26 @@ fn reference_score(set: &RuleSet, e: &Event<'_>) -> (i32, Vec<u16>) {
 #[test]
 fn compiled_evaluator_agrees_with_the_reference() {
     let mut rng = Lcg(0x5eed);
-    let mut text = format!("{LEVELS}\n");
+    let mut text = format!("{LEVELS}\n{FEATURES}\n");
     for i in 0..400 {
         text.push_str(&format!(
             "[[rule]]\nid = \"r{i}\"\n{OK_RULE}\nwhen = {}\n\n",
             random_cond(&mut rng, 4)
+        ));
+    }
+    // Rules on the features' figures, alone and mixed with the event's fields.
+    for i in 0..100 {
+        let leaf = rng.pick(&FEATURE_LEAVES);
+        let when = match rng.below(3) {
+            0 => format!("\"{leaf}\""),
+            1 => format!("{{ all = [\"{leaf}\", {}] }}", random_cond(&mut rng, 2)),
+            _ => format!(
+                "{{ any = [{{ not = \"{leaf}\" }}, {}] }}",
+                random_cond(&mut rng, 2)
+            ),
+        };
+        text.push_str(&format!(
+            "[[rule]]\nid = \"f{i}\"\n{OK_RULE}\nwhen = {when}\n\n"
         ));
     }
     let sets = [
@@ -1243,12 +1287,139 @@ fn compiled_evaluator_agrees_with_the_reference() {
     for set in &sets {
         for _ in 0..3000 {
             let e = random_event(&mut rng);
-            let s = set.score(&e);
-            let (total, fired) = reference_score(set, &e);
+            let mut figures = NO_FIGURES;
+            figures[0] = rng.pick(&[1.0, 2.0, 3.0, 5.0]);
+            figures[1] = rng.pick(&[f64::NAN, 30.0, 60.0, 61.0, 7200.0]);
+            let s = set.score_figures(&e, &figures);
+            let (total, fired) = reference_score(set, &e, &figures);
             assert_eq!(s.fired.as_slice(), fired.as_slice(), "{e:?}");
             assert_eq!(s.total, total);
             fired_somewhere += fired.len();
         }
     }
     assert!(fired_somewhere > 10_000, "{fired_somewhere}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Windowed features
+
+const BURST: &str = r#"
+[windows]
+allowed_lateness = "30s"
+
+[[feature]]
+id = "elderly_callees_10m"
+description = "different elderly people called"
+key = "caller"
+aggregate = "distinct"
+window = "10m"
+where = "callee_age >= 60"
+
+[[rule]]
+id = "burst"
+description = "many elderly people called in minutes"
+reason = "called {elderly_callees_10m} elderly people in 10 minutes"
+score = 45
+when = "elderly_callees_10m >= 3"
+"#;
+
+#[test]
+fn a_rule_on_a_feature_fires_once_the_window_holds_enough_and_names_the_figure() {
+    let set = RuleSet::from_toml_str(&format!("{LEVELS}{BURST}"), "burst.toml").unwrap();
+    assert_eq!(
+        set.window_limits().allowed_lateness,
+        std::time::Duration::from_secs(30)
+    );
+    let windows = crate::features::Windows::new(set.features(), set.window_limits());
+    let mut e = plain();
+    e.callee_age = Some(75);
+    let mut levels = Vec::new();
+    for (i, callee) in ["13800000001", "13800000002", "13800000002", "13800000003"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("e-{i}");
+        e.event_id = Cow::Owned(id.clone());
+        e.callee_number = Cow::Borrowed(callee);
+        e.occurred_at_ms += 60_000;
+        let task = TaskId::for_event(&id, callee);
+        let (s, figures) = set.score_with(&e, &windows, task);
+        levels.push((figures[0], s.level));
+        if s.level != Level::None {
+            assert_eq!(
+                set.reason(s.fired[0], &e, &figures),
+                "called 3 elderly people in 10 minutes"
+            );
+        }
+    }
+    // The second call to ...02 is not a new person; the fourth call's callee is the third.
+    assert_eq!(
+        levels,
+        [
+            (1.0, Level::None),
+            (2.0, Level::None),
+            (2.0, Level::None),
+            (3.0, Level::Medium)
+        ]
+    );
+    // Scored alone (no windows), the rule cannot fire.
+    assert_eq!(set.score(&e).level, Level::None);
+}
+
+#[test]
+fn bad_features_are_named_with_their_line() {
+    let text = format!(
+        r#"{LEVELS}
+[[feature]]
+id = "a"
+description = "d"
+key = "caller"
+aggregate = "share"
+window = "10m"
+
+[[feature]]
+id = "b"
+description = "d"
+key = "caller"
+aggregate = "seconds_since_last_task"
+window = "1d"
+
+[[feature]]
+id = "callee_age"
+description = "d"
+key = "callee"
+aggregate = "average"
+window = "ten minutes"
+
+[[feature]]
+id = "c"
+description = "d"
+key = "callee"
+aggregate = "count"
+window = "1h"
+where = "c >= 2"
+
+[[rule]]
+id = "r"
+{OK_RULE}
+when = "d >= 2"
+"#
+    );
+    let err = RuleSet::from_toml_str(&text, "bad.toml").unwrap_err();
+    let msg = err.to_string();
+    for expected in [
+        "feature `a` (#1, line 7): where: a share needs a `where`",
+        "feature `b` (#2, line 14): key: seconds_since_last_task is about the person at risk",
+        "feature `callee_age` (#3, line 21): id: feature id `callee_age` is already the name of an event field",
+        "feature `callee_age` (#3, line 21): aggregate: unknown aggregate `average`; use one of count, distinct, sum_duration_s, share, seconds_since_last_task",
+        "feature `callee_age` (#3, line 21): window: window \"ten minutes\" is not a duration",
+        "feature `c` (#4, line 28): where: a feature's `where` tests the call's own fields, not another feature (`c`)",
+        "rule `r` (#1, line 36): when: unknown field `d`",
+    ] {
+        assert!(msg.contains(expected), "missing {expected:?} in:\n{msg}");
+    }
+    assert!(err
+        .problems()
+        .iter()
+        .any(|p| p.kind == ProblemKind::BadFeature));
 }

@@ -1,0 +1,400 @@
+//! Windowed features: figures about the recent behaviour of the caller and of the callee
+//! ("this number called 34 different elderly people in the last 10 minutes"), kept per key
+//! over sliding event-time windows and handed to the rules as numbers.
+//!
+//! The rule file declares each feature (`[[feature]]`: key side, aggregate, window, an
+//! optional `where`); [`Windows`] holds the state. For every event, before it is scored, the
+//! call is added to its caller's and its callee's windows and the features are read back,
+//! the call itself included. Everything is exact: counts, sums and distinct counts are kept
+//! as running aggregates over the calls in the window, so memory grows with the calls inside
+//! the longest window, bounded per key by `max_calls_per_key` (see `config/rules.toml`).
+//!
+//! Event time, not arrival: a key's windows end at the latest event time seen for it. A call
+//! older than that by more than the allowed lateness is scored but not counted (it would
+//! change figures that later calls have already been judged by).
+
+mod window;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use window::{Admitted, Call, KeyWindow, SideFeature};
+
+/// At most this many features per rule set: their figures travel in a fixed array.
+pub const MAX_FEATURES: usize = 16;
+
+/// The figure of each feature for one event, by feature index; NaN where there is none
+/// (no rule set feature at that index, or no previous task for `seconds_since_last_task`).
+pub type Figures = [f64; MAX_FEATURES];
+
+pub const NO_FIGURES: Figures = [f64::NAN; MAX_FEATURES];
+
+/// Whose calls a feature looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeySide {
+    /// The calling number's calls (to anyone).
+    Caller,
+    /// The calls received by the person at risk.
+    Callee,
+}
+
+impl KeySide {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySide::Caller => "caller",
+            KeySide::Callee => "callee",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// Calls in the window (those matching `where`, when given).
+    Count,
+    /// Different other parties in the window: callees of a caller, callers of a callee.
+    Distinct,
+    /// Total call duration in seconds.
+    SumDurationS,
+    /// The share (0..=1) of the window's calls that match `where`.
+    Share,
+    /// Seconds since the last task for this person, if one was made within the window.
+    SecondsSinceLastTask,
+}
+
+impl Aggregate {
+    pub const ALL: [Aggregate; 5] = [
+        Aggregate::Count,
+        Aggregate::Distinct,
+        Aggregate::SumDurationS,
+        Aggregate::Share,
+        Aggregate::SecondsSinceLastTask,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Distinct => "distinct",
+            Aggregate::SumDurationS => "sum_duration_s",
+            Aggregate::Share => "share",
+            Aggregate::SecondsSinceLastTask => "seconds_since_last_task",
+        }
+    }
+}
+
+/// One declared feature, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSpec {
+    pub id: String,
+    pub description: String,
+    pub key: KeySide,
+    pub aggregate: Aggregate,
+    pub window: Duration,
+    /// The `where` condition as written, if any.
+    pub filter: Option<String>,
+}
+
+/// How windows treat late calls and busy keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    pub allowed_lateness: Duration,
+    pub max_calls_per_key: usize,
+}
+
+impl Default for WindowLimits {
+    fn default() -> WindowLimits {
+        WindowLimits {
+            allowed_lateness: Duration::from_secs(60),
+            max_calls_per_key: 10_000,
+        }
+    }
+}
+
+/// A call as the windows need it; numbers are already hashed (see
+/// [`crate::dispatch::callee_key`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CallFacts {
+    pub at_ms: i64,
+    pub event: u64,
+    pub caller: u64,
+    pub callee: u64,
+    pub duration_s: f64,
+    /// Bit `i`: the call matches the `where` of feature `i`.
+    pub filters: u16,
+}
+
+/// Counters of what the windows did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WindowCounters {
+    pub late: AtomicU64,
+    pub duplicates: AtomicU64,
+    /// Calls dropped before their time because their key held `max_calls_per_key`.
+    pub truncated: AtomicU64,
+}
+
+const SHARDS: usize = 64;
+
+/// The keys of one side, sharded so that worker threads rarely meet on a lock.
+struct Side {
+    features: Vec<SideFeature>,
+    longest_ms: i64,
+    shards: Vec<Mutex<FxHashMap<u64, KeyWindow>>>,
+}
+
+impl Side {
+    fn new(features: Vec<SideFeature>) -> Side {
+        Side {
+            longest_ms: features.iter().map(|f| f.window_ms).max().unwrap_or(0),
+            features,
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<FxHashMap<u64, KeyWindow>> {
+        // The low bits feed the map's own hashing; shard on the high ones.
+        &self.shards[(key >> 58) as usize % SHARDS]
+    }
+}
+
+/// The last two tasks made for a person: a redelivered event must not see its own task.
+#[derive(Debug, Clone, Copy)]
+struct LastTasks {
+    latest: (i64, u64),
+    before: Option<(i64, u64)>,
+}
+
+/// The window state of one rule set's features.
+pub struct Windows {
+    caller: Side,
+    callee: Side,
+    /// `seconds_since_last_task` features: (figure index, window).
+    since_task: Vec<(u8, i64)>,
+    last_tasks: Vec<Mutex<FxHashMap<u64, LastTasks>>>,
+    limits: WindowLimits,
+    lateness_ms: i64,
+    /// The latest event time seen on any key: idle keys expire against it.
+    watermark: AtomicI64,
+    /// Calls observed: idle keys are swept every [`SWEEP_EVERY`] calls.
+    observed: AtomicU64,
+    pub counters: WindowCounters,
+}
+
+/// Sweeping scans every key; once per million calls keeps it under a few per cent.
+const SWEEP_EVERY: u64 = 1 << 20;
+
+impl Windows {
+    pub fn new(specs: &[FeatureSpec], limits: WindowLimits) -> Windows {
+        let side = |key| {
+            specs
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.key == key && s.aggregate != Aggregate::SecondsSinceLastTask)
+                .map(|(i, s)| SideFeature {
+                    index: i as u8,
+                    aggregate: s.aggregate,
+                    window_ms: s.window.as_millis() as i64,
+                    filtered: s.filter.is_some(),
+                })
+                .collect::<Vec<_>>()
+        };
+        Windows {
+            caller: Side::new(side(KeySide::Caller)),
+            callee: Side::new(side(KeySide::Callee)),
+            since_task: specs
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.aggregate == Aggregate::SecondsSinceLastTask)
+                .map(|(i, s)| (i as u8, s.window.as_millis() as i64))
+                .collect(),
+            last_tasks: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            limits,
+            lateness_ms: limits.allowed_lateness.as_millis() as i64,
+            watermark: AtomicI64::new(i64::MIN),
+            observed: AtomicU64::new(0),
+            counters: WindowCounters::default(),
+        }
+    }
+
+    /// Whether any feature is declared (otherwise [`Windows::observe`] does nothing).
+    pub fn is_empty(&self) -> bool {
+        self.caller.features.is_empty()
+            && self.callee.features.is_empty()
+            && self.since_task.is_empty()
+    }
+
+    /// Adds a call to its caller's and callee's windows and writes every feature's figure,
+    /// this call included, into `out`. `own_task` is the id the event's task would have: a
+    /// task it already made (it is being redelivered) is not "the last task".
+    pub fn observe(&self, call: &CallFacts, own_task: u64, out: &mut Figures) {
+        self.watermark.fetch_max(call.at_ms, Ordering::Relaxed);
+        if self.observed.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            self.expire_idle();
+        }
+        self.observe_side(&self.caller, call.caller, call.callee, call, out);
+        self.observe_side(&self.callee, call.callee, call.caller, call, out);
+        if !self.since_task.is_empty() {
+            let last = self.last_tasks[(call.callee >> 58) as usize % SHARDS]
+                .lock()
+                .expect("last-task lock")
+                .get(&call.callee)
+                .copied();
+            let previous = last.and_then(|l| {
+                if l.latest.1 == own_task {
+                    l.before
+                } else {
+                    Some(l.latest)
+                }
+            });
+            for &(index, window_ms) in &self.since_task {
+                out[index as usize] = match previous {
+                    Some((at, _)) if call.at_ms >= at && call.at_ms - at <= window_ms => {
+                        ((call.at_ms - at) / 1000) as f64
+                    }
+                    _ => f64::NAN,
+                };
+            }
+        }
+    }
+
+    fn observe_side(&self, side: &Side, key: u64, other: u64, call: &CallFacts, out: &mut Figures) {
+        if side.features.is_empty() {
+            return;
+        }
+        let entry = Call {
+            ts: call.at_ms,
+            event: call.event,
+            other,
+            duration_ms: (call.duration_s * 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32,
+            filters: call.filters,
+        };
+        let mut shard = side.shard(key).lock().expect("window lock");
+        let window = shard
+            .entry(key)
+            .or_insert_with(|| KeyWindow::new(side.features.len()));
+        let (admitted, dropped) = window.offer(
+            &side.features,
+            entry,
+            self.lateness_ms,
+            self.limits.max_calls_per_key,
+        );
+        match admitted {
+            Admitted::Counted => {}
+            Admitted::Late => _ = self.counters.late.fetch_add(1, Ordering::Relaxed),
+            Admitted::Duplicate => _ = self.counters.duplicates.fetch_add(1, Ordering::Relaxed),
+        }
+        if dropped > 0 {
+            self.counters
+                .truncated
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        window.figures(&side.features, out);
+    }
+
+    /// Remembers that a task was made for `callee` (for `seconds_since_last_task`).
+    pub fn task_made(&self, callee: u64, at_ms: i64, task: u64) {
+        if self.since_task.is_empty() {
+            return;
+        }
+        let mut shard = self.last_tasks[(callee >> 58) as usize % SHARDS]
+            .lock()
+            .expect("last-task lock");
+        shard
+            .entry(callee)
+            .and_modify(|l| {
+                if l.latest.1 != task {
+                    l.before = Some(l.latest);
+                    l.latest = (at_ms, task);
+                }
+            })
+            .or_insert(LastTasks {
+                latest: (at_ms, task),
+                before: None,
+            });
+    }
+
+    /// Forgets keys whose latest call is outside every window by the latest event time seen
+    /// anywhere. Returns how many keys were dropped.
+    pub fn expire_idle(&self) -> usize {
+        let now = self.watermark.load(Ordering::Relaxed);
+        if now == i64::MIN {
+            return 0;
+        }
+        let mut dropped = 0;
+        for side in [&self.caller, &self.callee] {
+            let horizon = now.saturating_sub(side.longest_ms + self.lateness_ms);
+            for shard in &side.shards {
+                let mut map = shard.lock().expect("window lock");
+                let before = map.len();
+                map.retain(|_, w| w.latest > horizon);
+                dropped += before - map.len();
+            }
+        }
+        let longest = self.since_task.iter().map(|&(_, w)| w).max().unwrap_or(0);
+        let horizon = now.saturating_sub(longest);
+        for shard in &self.last_tasks {
+            shard
+                .lock()
+                .expect("last-task lock")
+                .retain(|_, l| l.latest.0 > horizon);
+        }
+        dropped
+    }
+
+    /// Keys held and calls held, per side: (caller keys, caller calls, callee keys, callee
+    /// calls).
+    pub fn size(&self) -> (usize, usize, usize, usize) {
+        let count = |side: &Side| {
+            side.shards.iter().fold((0, 0), |(k, c), s| {
+                let map = s.lock().expect("window lock");
+                (
+                    k + map.len(),
+                    c + map.values().map(KeyWindow::len).sum::<usize>(),
+                )
+            })
+        };
+        let (a, b) = count(&self.caller);
+        let (c, d) = count(&self.callee);
+        (a, b, c, d)
+    }
+
+    pub fn limits(&self) -> WindowLimits {
+        self.limits
+    }
+
+    /// Expires idle keys and brings the window metrics up to date.
+    pub fn export(&self, metrics: &crate::metrics::Metrics) {
+        if self.is_empty() {
+            return;
+        }
+        self.expire_idle();
+        let (caller_keys, caller_calls, callee_keys, callee_calls) = self.size();
+        for (side, keys, calls) in [
+            ("caller", caller_keys, caller_calls),
+            ("callee", callee_keys, callee_calls),
+        ] {
+            metrics
+                .window_keys
+                .with_label_values(&[side])
+                .set(keys as i64);
+            metrics
+                .window_calls
+                .with_label_values(&[side])
+                .set(calls as i64);
+        }
+        let c = &self.counters;
+        for (counter, total) in [
+            (&metrics.window_late, &c.late),
+            (&metrics.window_duplicates, &c.duplicates),
+            (&metrics.window_truncated, &c.truncated),
+        ] {
+            counter.inc_by(total.load(Ordering::Relaxed).saturating_sub(counter.get()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,273 @@
+//! Windows checked against figures worked out by hand.
+
+use std::time::Duration;
+
+use super::*;
+
+const MIN: i64 = 60_000;
+
+fn spec(
+    id: &str,
+    key: KeySide,
+    aggregate: Aggregate,
+    window_min: u64,
+    filtered: bool,
+) -> FeatureSpec {
+    FeatureSpec {
+        id: id.into(),
+        description: String::new(),
+        key,
+        aggregate,
+        window: Duration::from_secs(window_min * 60),
+        filter: filtered.then(|| "callee_age >= 60".into()),
+    }
+}
+
+/// A call from `caller` to `callee` at minute `at_min` (plus `ms`), lasting `secs`; `elderly`
+/// sets filter bit 0 (in these tests, feature 0's `where` is "callee_age >= 60").
+fn call(event: u64, caller: u64, callee: u64, at_ms: i64, secs: f64, elderly: bool) -> CallFacts {
+    CallFacts {
+        at_ms,
+        event,
+        caller,
+        callee,
+        duration_s: secs,
+        filters: if elderly { 0b1111 } else { 0 },
+    }
+}
+
+fn figures(w: &Windows, c: CallFacts) -> Figures {
+    let mut out = NO_FIGURES;
+    w.observe(&c, c.event, &mut out);
+    out
+}
+
+fn limits(lateness_s: u64, max_calls: usize) -> WindowLimits {
+    WindowLimits {
+        allowed_lateness: Duration::from_secs(lateness_s),
+        max_calls_per_key: max_calls,
+    }
+}
+
+#[test]
+fn a_window_holds_the_calls_after_its_start_and_up_to_its_end() {
+    // distinct elderly callees of a caller over 10 min, and all calls of the caller over 10 min
+    let w = Windows::new(
+        &[
+            spec("elderly", KeySide::Caller, Aggregate::Distinct, 10, true),
+            spec("calls", KeySide::Caller, Aggregate::Count, 10, false),
+        ],
+        limits(60, 100),
+    );
+    // 7 and 9 are elderly, 8 is not; 7 is called twice.
+    assert_eq!(figures(&w, call(1, 1, 7, 0, 30.0, true))[..2], [1.0, 1.0]);
+    assert_eq!(
+        figures(&w, call(2, 1, 8, MIN, 30.0, false))[..2],
+        [1.0, 2.0]
+    );
+    assert_eq!(
+        figures(&w, call(3, 1, 7, 2 * MIN, 30.0, true))[..2],
+        [1.0, 3.0]
+    );
+    assert_eq!(
+        figures(&w, call(4, 1, 9, 9 * MIN, 30.0, true))[..2],
+        [2.0, 4.0]
+    );
+    // At exactly 10 min the call at 0 leaves: a window is (end - 10 min, end].
+    assert_eq!(
+        figures(&w, call(5, 1, 8, 10 * MIN, 30.0, false))[..2],
+        [2.0, 4.0]
+    );
+    // At 12 min + 1 ms, the second call to 7 (at 2 min) is out too: 9 is left.
+    assert_eq!(
+        figures(&w, call(6, 1, 8, 12 * MIN + 1, 30.0, false))[..2],
+        [1.0, 3.0]
+    );
+    // Another caller's calls are its own.
+    assert_eq!(
+        figures(&w, call(7, 2, 7, 12 * MIN + 1, 30.0, true))[..2],
+        [1.0, 1.0]
+    );
+}
+
+#[test]
+fn windows_of_different_lengths_share_one_key() {
+    let w = Windows::new(
+        &[
+            spec("short", KeySide::Callee, Aggregate::Count, 5, false),
+            spec("long", KeySide::Callee, Aggregate::Count, 60, false),
+            spec("talk", KeySide::Callee, Aggregate::SumDurationS, 60, false),
+            spec("callers", KeySide::Callee, Aggregate::Distinct, 60, false),
+        ],
+        limits(60, 100),
+    );
+    let mut last = NO_FIGURES;
+    for (i, at) in [0, 3, 6, 30, 61].into_iter().enumerate() {
+        last = figures(
+            &w,
+            call(i as u64, 100 + i as u64 % 2, 5, at * MIN, 10.5, false),
+        );
+        let expected = match at {
+            0 => [1.0, 1.0, 10.5, 1.0],
+            3 => [2.0, 2.0, 21.0, 2.0],
+            6 => [2.0, 3.0, 31.5, 2.0], // 0 is out of the 5-min window: (1, 6]
+            30 => [1.0, 4.0, 42.0, 2.0], // (25, 30] holds 30 only
+            _ => [1.0, 4.0, 42.0, 2.0], // (1, 61]: 0 left the hour
+        };
+        assert_eq!(last[..4], expected, "at minute {at}");
+    }
+    assert_eq!(w.size(), (0, 0, 1, 4));
+    assert!(last[4].is_nan(), "no feature at index 4");
+}
+
+#[test]
+fn share_is_the_part_of_the_window_that_matches() {
+    let w = Windows::new(
+        &[spec(
+            "elderly_share",
+            KeySide::Caller,
+            Aggregate::Share,
+            10,
+            true,
+        )],
+        limits(60, 100),
+    );
+    assert_eq!(figures(&w, call(1, 1, 7, 0, 1.0, true))[0], 1.0);
+    assert_eq!(figures(&w, call(2, 1, 8, MIN, 1.0, false))[0], 0.5);
+    assert_eq!(
+        figures(&w, call(3, 1, 9, 2 * MIN, 1.0, false))[0],
+        1.0 / 3.0
+    );
+    assert_eq!(figures(&w, call(4, 1, 9, 11 * MIN, 1.0, true))[0], 0.5); // (1, 11]: 3 and 4
+}
+
+#[test]
+fn a_late_call_counts_within_the_allowed_lateness_and_not_beyond() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
+        limits(120, 100),
+    );
+    assert_eq!(figures(&w, call(1, 1, 7, 20 * MIN, 1.0, false))[0], 1.0);
+    // 2 min late: allowed, and inside the window ending at 20 min.
+    assert_eq!(figures(&w, call(2, 1, 8, 18 * MIN, 1.0, false))[0], 2.0);
+    // 2 min 1 ms late: not counted, but the figures are still given.
+    assert_eq!(figures(&w, call(3, 1, 9, 18 * MIN - 1, 1.0, false))[0], 2.0);
+    assert_eq!(w.counters.late.load(Ordering::Relaxed), 1);
+    // Out of order but in time: it is sorted in, and leaves when its own time is up.
+    assert_eq!(figures(&w, call(4, 1, 9, 19 * MIN, 1.0, false))[0], 3.0);
+    assert_eq!(figures(&w, call(5, 1, 9, 28 * MIN, 1.0, false))[0], 3.0); // (18, 28]: 19, 20, 28
+    assert_eq!(figures(&w, call(6, 1, 9, 30 * MIN, 1.0, false))[0], 2.0); // (20, 30]: 28, 30
+}
+
+#[test]
+fn a_late_call_older_than_a_short_window_counts_only_in_the_long_one() {
+    let w = Windows::new(
+        &[
+            spec("short", KeySide::Caller, Aggregate::Count, 1, false),
+            spec("long", KeySide::Caller, Aggregate::Count, 10, false),
+        ],
+        limits(300, 100),
+    );
+    assert_eq!(
+        figures(&w, call(1, 1, 7, 10 * MIN, 1.0, false))[..2],
+        [1.0, 1.0]
+    );
+    // 3 minutes late: outside the 1-min window, inside the 10-min one.
+    assert_eq!(
+        figures(&w, call(2, 1, 7, 7 * MIN, 1.0, false))[..2],
+        [1.0, 2.0]
+    );
+    // Then the short window moves on without ever having held it.
+    assert_eq!(
+        figures(&w, call(3, 1, 7, 10 * MIN + 30_000, 1.0, false))[..2],
+        [2.0, 3.0]
+    );
+    assert_eq!(
+        figures(&w, call(4, 1, 7, 17 * MIN, 1.0, false))[..2],
+        [1.0, 3.0]
+    ); // (7, 17]: 7 out
+}
+
+#[test]
+fn a_redelivered_event_is_counted_once() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
+        limits(60, 100),
+    );
+    let c = call(1, 1, 7, MIN, 1.0, false);
+    assert_eq!(figures(&w, c)[0], 1.0);
+    assert_eq!(
+        figures(&w, call(2, 1, 7, MIN, 1.0, false))[0],
+        2.0,
+        "same time, other event"
+    );
+    assert_eq!(figures(&w, c)[0], 2.0);
+    assert_eq!(w.counters.duplicates.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_busy_key_keeps_its_latest_calls_only() {
+    let w = Windows::new(
+        &[spec(
+            "callees",
+            KeySide::Caller,
+            Aggregate::Distinct,
+            10,
+            false,
+        )],
+        limits(60, 3),
+    );
+    for i in 0..5 {
+        figures(&w, call(i, 1, 100 + i, i as i64 * 1000, 1.0, false));
+    }
+    assert_eq!(figures(&w, call(9, 1, 200, 6000, 1.0, false))[0], 3.0);
+    assert_eq!(w.counters.truncated.load(Ordering::Relaxed), 3);
+}
+
+#[test]
+fn seconds_since_the_last_task_ignore_the_events_own_task() {
+    let w = Windows::new(
+        &[spec(
+            "since",
+            KeySide::Callee,
+            Aggregate::SecondsSinceLastTask,
+            60 * 24,
+            false,
+        )],
+        limits(60, 100),
+    );
+    let mut out = NO_FIGURES;
+    w.observe(&call(1, 1, 7, 0, 1.0, false), 11, &mut out);
+    assert!(out[0].is_nan(), "no task yet");
+    w.task_made(7, 0, 11);
+    w.observe(&call(2, 1, 7, 90_000, 1.0, false), 12, &mut out);
+    assert_eq!(out[0], 90.0);
+    w.task_made(7, 90_000, 12);
+    // Event 2 redelivered: it sees the task before its own, as it did the first time.
+    w.observe(&call(2, 1, 7, 90_000, 1.0, false), 12, &mut out);
+    assert_eq!(out[0], 90.0);
+    w.observe(&call(3, 1, 7, 100_000, 1.0, false), 13, &mut out);
+    assert_eq!(out[0], 10.0);
+    // A day later (the window), the tasks are forgotten.
+    w.observe(
+        &call(4, 1, 7, 90_000 + 24 * 60 * MIN + 1, 1.0, false),
+        14,
+        &mut out,
+    );
+    assert!(out[0].is_nan());
+}
+
+#[test]
+fn idle_keys_expire_against_the_latest_time_seen_anywhere() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
+        limits(60, 100),
+    );
+    figures(&w, call(1, 1, 7, 0, 1.0, false));
+    figures(&w, call(2, 2, 7, 5 * MIN, 1.0, false));
+    assert_eq!(w.expire_idle(), 0);
+    // Caller 1's last call is 11 min + 1 ms old: past its window and the lateness.
+    figures(&w, call(3, 3, 7, 11 * MIN + 1, 1.0, false));
+    assert_eq!(w.expire_idle(), 1);
+    assert_eq!(w.size().0, 2);
+}
