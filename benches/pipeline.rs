@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use dissuade::config::Config;
 use dissuade::dispatch::{callee_key, Dispatcher};
 use dissuade::event::Event;
+use dissuade::features::Windows;
 use dissuade::grid::{
     CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
 };
@@ -114,6 +115,29 @@ fn score(c: &mut Criterion) {
             }))
         });
     }
+    // With the windows the pipeline keeps: each call goes into its caller's and callee's
+    // windows first. Every pass over the batch is moved later in event time by the batch's
+    // span, so every call is new to the windows (none is a redelivery) and old ones expire.
+    let span_ms = EVENTS as i64 * 10;
+    g.bench_function(
+        format!("sample_{}_rules_with_windows", sample.rules().len()),
+        |b| {
+            let windows = Windows::new(sample.features(), sample.window_limits());
+            let (mut i, mut pass) = (0usize, 0i64);
+            b.iter(|| {
+                let mut e = events[i].clone();
+                e.occurred_at_ms += pass * span_ms;
+                let task =
+                    TaskId::for_event_of(&e.event_id, callee_key(&e.callee_number) ^ pass as u64);
+                let total = sample.score_with(black_box(&e), &windows, task).0.total;
+                i += 1;
+                if i == events.len() {
+                    (i, pass) = (0, pass + 1);
+                }
+                black_box(total)
+            })
+        },
+    );
     g.finish();
 }
 

@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::config::{Config, DispatchConfig, InputConfig, ScriptsConfig};
 use crate::dispatch::{callee_key, Decision, Dispatcher, OpenTask};
 use crate::event::{Event, EventError, Location};
-use crate::features::{Figures, Windows};
+use crate::features::{Figures, Windows, NO_FIGURES};
 use crate::grid::cell_table::CellTable;
 use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
 use crate::rules::{Fired, Level, RuleSet, RulesError, Score};
@@ -265,20 +265,14 @@ impl Pipeline {
             return Outcome::Rejected(e);
         }
         timer.lap(Stage::Decode);
-        let callee = callee_key(&event.callee_number);
-        let task_id = TaskId::for_event_of(&event.event_id, callee);
-        let (score, figures) = self.rules.score_with(&event, &self.windows, task_id);
+        let (score, figures) = if self.windows.is_empty() {
+            (self.rules.score(&event), NO_FIGURES)
+        } else {
+            let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
+            self.rules.score_with(&event, &self.windows, task_id)
+        };
         timer.lap(Stage::Score);
-        let action = self.act(
-            &event,
-            &score,
-            &figures,
-            (callee, task_id),
-            partition,
-            now_ms,
-            out,
-            timer,
-        );
+        let action = self.act(&event, &score, &figures, partition, now_ms, out, timer);
         Outcome::Scored(Scored {
             level: score.level,
             score: score.total,
@@ -333,7 +327,6 @@ impl Pipeline {
         event: &Event<'_>,
         score: &Score,
         figures: &Figures,
-        (callee, task_id): (u64, TaskId),
         partition: i32,
         now_ms: i64,
         out: &mut Vec<u8>,
@@ -343,6 +336,8 @@ impl Pipeline {
         if level < self.dispatch.min_level {
             return Action::BelowThreshold;
         }
+        let callee = callee_key(&event.callee_number);
+        let task_id = TaskId::for_event_of(&event.event_id, callee);
         let decided =
             self.dispatcher
                 .decide(callee, level, event.occurred_at_ms, task_id, partition);

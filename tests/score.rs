@@ -315,7 +315,7 @@ fn check_command_summarises_the_sample_config() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("config/dissuade.toml: OK"), "{stdout}");
-    assert!(stdout.contains("13 rules"), "{stdout}");
+    assert!(stdout.contains("16 rules"), "{stdout}");
     assert!(
         stdout.contains(
             "3332 cells, 270 stations, 10283 roster entries; 67 cells with no community officer"
@@ -347,7 +347,7 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains(
-            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 71): \
+            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 143): \
              score: invalid type: string \"sixty\", expected i64"
         ),
         "{stderr}"
@@ -519,4 +519,98 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
             .any(|l| l.starts_with("blacklisted_caller") && l.contains("60")),
         "{table}"
     );
+}
+
+/// The worked example of config/rules.toml: harmless-looking calls from one number to
+/// elderly people raise tasks once five different ones were called within 10 minutes, while
+/// one such call alone does not.
+#[test]
+fn a_burst_of_harmless_calls_to_elderly_people_raises_tasks_and_one_alone_does_not() {
+    let loc = r#""callee_location":{"lon":117.196623,"lat":39.132584}"#;
+    let call = |id: &str, minute: u32, callee: &str, age: u32| {
+        format!(
+            r#"{{"event_id":"{id}","occurred_at":"2026-11-24T10:{minute:02}:00+08:00","caller_number":"13700001234","callee_number":"{callee}","call_duration_s":60,"callee_age":{age},{loc}}}"#
+        )
+    };
+    let input = [
+        call("b1", 0, "13800000061", 61),
+        call("b2", 1, "13800000074", 74),
+        call("b3", 2, "13800000068", 68),
+        call("b4", 4, "13800000080", 80),
+        call("b5", 6, "13800000077", 77),
+        call("b6", 7, "13800000074", 74),
+        // The same kind of call from another number, alone.
+        format!(
+            r#"{{"event_id":"alone","occurred_at":"2026-11-24T10:07:00+08:00","caller_number":"13700009999","callee_number":"13800000090","call_duration_s":60,"callee_age":90,{loc}}}"#
+        ),
+    ]
+    .join("\n");
+    // The windowed rules ship disabled (see config/rules.toml): enable them.
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
+    let text = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("enabled = false", "enabled = true");
+    std::fs::write(&rules, text).unwrap();
+    let out = {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env(
+                "DISSUADE__RULES__PATH",
+                format!("{:?}", rules.display().to_string()),
+            )
+            .args(["score", "--explain", "--now", "2026-11-24T02:10:00Z"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(i64, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["figures"]["elderly_callees_10m"].as_i64().unwrap(),
+                l["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "below_threshold"),
+            (2, "below_threshold"),
+            (3, "below_threshold"),
+            (4, "below_threshold"),
+            (5, "task"),
+            (5, "task"),
+            (1, "below_threshold"),
+        ]
+    );
+    assert_eq!(lines[4]["level"], "medium");
+    assert_eq!(
+        lines[4]["reasons"][0]["reason"],
+        "Caller 137****1234 called 5 different people aged 60+ within 10 minutes."
+    );
+    assert_eq!(lines[6]["score"], 0);
+    assert!(lines[0]["figures"]["since_last_task_s"].is_null());
 }

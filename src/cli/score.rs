@@ -155,7 +155,7 @@ fn explain(
                 .features()
                 .iter()
                 .zip(s.figures)
-                .map(|(f, x)| (f.id.clone(), json!(x.is_finite().then_some(x))))
+                .map(|(f, x)| (f.id.clone(), figure_json(x)))
                 .collect();
             let mut v = json!({
                 "line": line_no,
@@ -196,5 +196,16 @@ fn explain(
             }
             v
         }
+    }
+}
+
+/// A figure as JSON: whole numbers as integers, none as null.
+fn figure_json(x: f64) -> serde_json::Value {
+    if !x.is_finite() {
+        serde_json::Value::Null
+    } else if x.fract() == 0.0 && x.abs() < 9e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
     }
 }

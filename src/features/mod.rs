@@ -96,6 +96,9 @@ pub struct FeatureSpec {
     pub window: Duration,
     /// The `where` condition as written, if any.
     pub filter: Option<String>,
+    /// Whether an enabled rule reads it (in its condition or its reason). Windows are kept
+    /// only for used features: a declared feature that nothing reads costs nothing.
+    pub used: bool,
 }
 
 /// How windows treat late calls and busy keys.
@@ -192,7 +195,9 @@ impl Windows {
             specs
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.key == key && s.aggregate != Aggregate::SecondsSinceLastTask)
+                .filter(|(_, s)| {
+                    s.used && s.key == key && s.aggregate != Aggregate::SecondsSinceLastTask
+                })
                 .map(|(i, s)| SideFeature {
                     index: i as u8,
                     aggregate: s.aggregate,
@@ -207,7 +212,7 @@ impl Windows {
             since_task: specs
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.aggregate == Aggregate::SecondsSinceLastTask)
+                .filter(|(_, s)| s.used && s.aggregate == Aggregate::SecondsSinceLastTask)
                 .map(|(i, s)| (i as u8, s.window.as_millis() as i64))
                 .collect(),
             last_tasks: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -219,7 +224,7 @@ impl Windows {
         }
     }
 
-    /// Whether any feature is declared (otherwise [`Windows::observe`] does nothing).
+    /// Whether no feature is kept (then [`Windows::observe`] does nothing).
     pub fn is_empty(&self) -> bool {
         self.caller.features.is_empty()
             && self.callee.features.is_empty()

@@ -20,6 +20,7 @@ fn spec(
         aggregate,
         window: Duration::from_secs(window_min * 60),
         filter: filtered.then(|| "callee_age >= 60".into()),
+        used: true,
     }
 }
 

@@ -5,8 +5,6 @@
 //! aggregate keeps the index of the first call inside its own window and is updated as calls
 //! enter and leave it, so a new call costs a few additions, not a scan of the window.
 
-use std::collections::VecDeque;
-
 use smallvec::SmallVec;
 
 use super::Aggregate;
@@ -50,8 +48,9 @@ struct Running {
     /// Calls in the window that match the feature's `where` (all of them when it has none).
     matched: u32,
     sum_ms: u64,
-    /// Sorted (other party, calls) of the matching calls, for distinct counts.
-    distinct: Vec<(u64, u32)>,
+    /// Sorted (other party, calls) of the matching calls, for distinct counts. Most keys
+    /// have one: inline.
+    distinct: SmallVec<[(u64, u32); 1]>,
 }
 
 impl Running {
@@ -109,18 +108,57 @@ pub(super) enum Admitted {
     Duplicate,
 }
 
+/// The calls of a key, oldest first: a vector consumed from the front and compacted when
+/// half of it is spent, so that most keys (one call) need no allocation and a busy key
+/// does not move its whole window for each call that leaves it.
+#[derive(Debug, Clone, Default)]
+struct Calls {
+    buf: SmallVec<[Call; 1]>,
+    head: usize,
+}
+
+impl Calls {
+    fn live(&self) -> &[Call] {
+        &self.buf[self.head..]
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    fn get(&self, i: usize) -> Option<&Call> {
+        self.buf.get(self.head + i)
+    }
+
+    fn insert(&mut self, at: usize, call: Call) {
+        self.buf.insert(self.head + at, call);
+    }
+
+    fn drop_front(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        } else if self.head >= 16 && self.head * 2 >= self.buf.len() {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(super) struct KeyWindow {
-    calls: VecDeque<Call>,
+    calls: Calls,
     /// The latest event time seen for this key: the windows end here.
     pub latest: i64,
-    running: SmallVec<[Running; 4]>,
+    /// One per feature of the side; sides rarely have more than one feature.
+    running: SmallVec<[Running; 1]>,
 }
 
 impl KeyWindow {
     pub fn new(features: usize) -> KeyWindow {
         KeyWindow {
-            calls: VecDeque::new(),
+            calls: Calls::default(),
             latest: i64::MIN,
             running: (0..features).map(|_| Running::default()).collect(),
         }
@@ -143,10 +181,9 @@ impl KeyWindow {
         if self.latest != i64::MIN && call.ts < self.latest.saturating_sub(lateness_ms) {
             return (Admitted::Late, 0);
         }
-        let at = self.calls.partition_point(|c| c.ts <= call.ts);
-        if self
-            .calls
-            .range(..at)
+        let at = self.calls.live().partition_point(|c| c.ts <= call.ts);
+        if self.calls.live()[..at]
+            .iter()
             .rev()
             .take_while(|c| c.ts == call.ts)
             .any(|c| c.event == call.event)
@@ -194,16 +231,17 @@ impl KeyWindow {
             }
         }
         let unused = self.running.iter().map(|r| r.first).min().unwrap_or(0);
-        self.calls.drain(..unused);
+        self.calls.drop_front(unused);
         for r in &mut self.running {
             r.first -= unused;
         }
     }
 
     fn drop_oldest(&mut self, features: &[SideFeature]) {
-        let Some(call) = self.calls.pop_front() else {
+        let Some(&call) = self.calls.get(0) else {
             return;
         };
+        self.calls.drop_front(1);
         for (r, f) in self.running.iter_mut().zip(features) {
             if r.first == 0 {
                 r.remove(f, &call);

@@ -199,6 +199,8 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
 
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
     let mut program: Vec<Compiled> = Vec::new();
+    // Features an enabled rule reads: only those are kept (see `FeatureSpec::used`).
+    let mut used_features = 0u16;
     #[cfg(test)]
     let mut reference = Vec::new();
     // id -> (number, line) of its first definition
@@ -309,6 +311,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             fraud_types: &fraud_types,
             features: &feature_ids,
             in_filter: false,
+            used: 0,
             problems: Vec::new(),
         };
         let cond = cx.cond(&raw_rule.when, "when");
@@ -319,6 +322,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         if let (Some(template), Some(cond)) = (template, cond) {
             let score = raw_rule.score.clamp(-MAX_ABS_SCORE, MAX_ABS_SCORE) as i32;
             if raw_rule.enabled {
+                used_features |= cx.used | template.features();
                 let root = lower(&cond, &mut arena);
                 #[cfg(test)]
                 reference.push((i as u16, score, cond.clone()));
@@ -340,6 +344,10 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         }
     }
 
+    let mut features = features;
+    for (i, spec) in features.specs.iter_mut().enumerate() {
+        spec.used = used_features & (1 << i) != 0;
+    }
     match thresholds {
         Some(thresholds) if problems.is_empty() => Ok(RuleSet {
             name: raw.name.unwrap_or_else(|| origin.to_owned()),
@@ -576,6 +584,7 @@ fn compile_features(
                 fraud_types,
                 features: &declared,
                 in_filter: true,
+                used: 0,
                 problems: Vec::new(),
             };
             let cond = cx.cond(v, "where");
@@ -607,6 +616,7 @@ fn compile_features(
             key,
             aggregate,
             window,
+            used: false,
             filter: raw.filter.map(|v| match v {
                 Value::String(s) => s,
                 other => other.to_string(),
@@ -1155,6 +1165,8 @@ struct CondCx<'a> {
     features: &'a [&'a str],
     /// Compiling a feature's `where`: features are not allowed there.
     in_filter: bool,
+    /// Bit `i`: the condition uses feature `i`.
+    used: u16,
     problems: Vec<(ProblemKind, String, String)>,
 }
 
@@ -1387,11 +1399,14 @@ impl CondCx<'_> {
                 );
                 return None;
             }
-            (None, Some(i)) => &FieldDef {
-                name: "",
-                kind: FieldKind::Num(NumField::feature(i)),
-                optional: true,
-            },
+            (None, Some(i)) => {
+                self.used |= 1 << i;
+                &FieldDef {
+                    name: "",
+                    kind: FieldKind::Num(NumField::feature(i)),
+                    optional: true,
+                }
+            }
             (None, None) => {
                 let features = if self.features.is_empty() || self.in_filter {
                     String::new()

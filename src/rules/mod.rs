@@ -275,7 +275,7 @@ impl RuleSet {
     ) -> (Score, Figures) {
         let mut ctx = Ctx::new(event, &self.fraud_types);
         let mut figures = NO_FIGURES;
-        if !self.features.is_empty() {
+        if !windows.is_empty() {
             let mut filters = 0u16;
             for (index, node) in &self.filters {
                 if self.arena.eval_root(node, &ctx) {

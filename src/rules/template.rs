@@ -150,6 +150,14 @@ impl Template {
         }
     }
 
+    /// Bit `i`: the template shows feature `i`.
+    pub(crate) fn features(&self) -> u16 {
+        self.pieces.iter().fold(0, |m, p| match p {
+            Piece::Field(Placeholder::Feature(i)) => m | 1 << i,
+            _ => m,
+        })
+    }
+
     /// Renders the reason for `e`; `figures` are the event's feature figures.
     pub(crate) fn render(&self, e: &Event<'_>, rule: &Rule, figures: &Figures) -> String {
         let mut out = String::with_capacity(96);

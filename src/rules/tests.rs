@@ -957,7 +957,8 @@ fn sample_rules_load() {
     let set = sample();
     assert_eq!(set.name(), "Tianjin anti-fraud centre: baseline rules");
     assert!(set.version().starts_with("sha256:"));
-    assert_eq!(set.rules().len(), 13);
+    assert_eq!(set.rules().len(), 16);
+    assert_eq!(set.features().len(), 3);
     assert_eq!(set.thresholds(), &Thresholds::new(20, 40, 60, 90).unwrap());
     assert!(set.rules().iter().any(|r| r.score < 0));
     assert!(

@@ -1,0 +1,78 @@
+//! Memory of the feature windows: N calls (default 10,000,000) through the sample rule set's
+//! windows, over event time one call per `STEP_MS`, from callers and to callees drawn from
+//! pools of the given sizes; prints the resident memory held, per key and per call, and the
+//! time per call.
+//!
+//! `cargo run --release --example window_memory [N] [CALLERS] [CALLEES] [STEP_MS]`
+//! (Linux: reads /proc/self/status).
+
+use std::path::Path;
+use std::time::Instant;
+
+use dissuade::features::{CallFacts, Windows, NO_FIGURES};
+use dissuade::rules::RuleSet;
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib / 1024.0
+}
+
+fn arg(i: usize, default: u64) -> u64 {
+    std::env::args()
+        .nth(i)
+        .map_or(default, |s| s.parse().expect("a number"))
+}
+
+/// A cheap, well-mixed hash (splitmix64): the windows expect hashed keys.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn main() {
+    let (n, callers, callees, step_ms) = (
+        arg(1, 10_000_000),
+        arg(2, 2_000_000),
+        arg(3, 5_000_000),
+        arg(4, 1),
+    );
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
+    let rules = RuleSet::load(&path).expect("sample rules load");
+    let windows = Windows::new(rules.features(), rules.window_limits());
+    let before = rss_mib();
+    let start = Instant::now();
+    let mut figures = NO_FIGURES;
+    for i in 0..n {
+        let call = CallFacts {
+            at_ms: 1_795_480_200_000 + (i * step_ms) as i64,
+            event: mix(i),
+            caller: mix(mix(i) % callers + (1 << 40)),
+            callee: mix(mix(i ^ 0x5555) % callees + (1 << 41)),
+            duration_s: 60.0,
+            // Half the calls to elderly people, one in ten from a flagged number.
+            filters: u16::from(i % 2 == 0) | if i % 10 == 0 { 0b10 } else { 0 },
+        };
+        windows.observe(&call, call.event, &mut figures);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let after = rss_mib();
+    let (caller_keys, caller_calls, callee_keys, callee_calls) = windows.size();
+    let bytes = (after - before) * 1024.0 * 1024.0;
+    println!(
+        "{n} calls over {:.0} min of event time: {caller_keys} callers holding {caller_calls} calls, \
+         {callee_keys} callees holding {callee_calls} calls; RSS {before:.0} MiB before, {after:.0} MiB after: \
+         {:.0} bytes per key, {:.0} bytes per call held; {:.0} ns per call",
+        (n * step_ms) as f64 / 60_000.0,
+        bytes / (caller_keys + callee_keys) as f64,
+        bytes / (caller_calls + callee_calls) as f64,
+        secs * 1e9 / n as f64,
+    );
+}
