@@ -118,11 +118,21 @@ fn score(c: &mut Criterion) {
     // With the windows the pipeline keeps: each call goes into its caller's and callee's
     // windows first. Every pass over the batch is moved later in event time by the batch's
     // span, so every call is new to the windows (none is a redelivery) and old ones expire.
+    // The sample's windowed rules ship disabled (an unread feature keeps no window): enable
+    // them here.
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"))
+            .expect("sample rules")
+            .replace("enabled = false", "enabled = true");
+    let windowed = RuleSet::from_toml_str(&text, "rules.toml").expect("compiles");
     let span_ms = EVENTS as i64 * 10;
     g.bench_function(
         format!("sample_{}_rules_with_windows", sample.rules().len()),
         |b| {
-            let windows = Windows::new(sample.features(), sample.window_limits());
+            let (sample, windows) = (
+                &windowed,
+                Windows::new(windowed.features(), windowed.window_limits()),
+            );
             let (mut i, mut pass) = (0usize, 0i64);
             b.iter(|| {
                 let mut e = events[i].clone();

@@ -1,5 +1,5 @@
 //! Memory of the feature windows: N calls (default 10,000,000) through the sample rule set's
-//! windows, over event time one call per `STEP_MS`, from callers and to callees drawn from
+//! windows (its windowed rules enabled), over event time one call per `STEP_MS`, from callers and to callees drawn from
 //! pools of the given sizes; prints the resident memory held, per key and per call, and the
 //! time per call.
 //!
@@ -44,8 +44,12 @@ fn main() {
         arg(3, 5_000_000),
         arg(4, 1),
     );
+    // The sample's windowed rules ship disabled, and an unread feature keeps no window.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
-    let rules = RuleSet::load(&path).expect("sample rules load");
+    let text = std::fs::read_to_string(&path)
+        .expect("sample rules")
+        .replace("enabled = false", "enabled = true");
+    let rules = RuleSet::from_toml_str(&text, "rules.toml").expect("sample rules load");
     let windows = Windows::new(rules.features(), rules.window_limits());
     let before = rss_mib();
     let start = Instant::now();
