@@ -366,10 +366,6 @@ impl Windows {
         (a, b, c, d)
     }
 
-    pub fn limits(&self) -> WindowLimits {
-        self.limits
-    }
-
     /// Expires idle keys and brings the window metrics up to date.
     pub fn export(&self, metrics: &crate::metrics::Metrics) {
         if self.is_empty() {

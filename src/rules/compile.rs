@@ -194,7 +194,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
 
     let mut arena = Arena::default();
     let window_limits = compile_windows(raw.windows.as_ref(), &mut problems);
-    let features = compile_features(raw.feature, text, &fraud_types, &mut arena, &mut problems);
+    let mut features = compile_features(raw.feature, text, &fraud_types, &mut arena, &mut problems);
     let feature_ids: Vec<&str> = features.specs.iter().map(|f| f.id.as_str()).collect();
 
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
@@ -344,7 +344,6 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         }
     }
 
-    let mut features = features;
     for (i, spec) in features.specs.iter_mut().enumerate() {
         spec.used = used_features & (1 << i) != 0;
     }
