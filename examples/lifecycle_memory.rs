@@ -11,16 +11,8 @@ use dissuade::lifecycle::{Lifecycle, LifecycleSettings, TaskKind, TrackedTask};
 use dissuade::rules::Level;
 use dissuade::task::TaskId;
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib / 1024.0
-}
+mod common;
+use common::rss_mib;
 
 fn main() {
     let n: u64 = std::env::args()

@@ -12,16 +12,8 @@ use std::time::Instant;
 use dissuade::features::{CallFacts, Windows, NO_FIGURES};
 use dissuade::rules::RuleSet;
 
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib / 1024.0
-}
+mod common;
+use common::rss_mib;
 
 fn arg(i: usize, default: u64) -> u64 {
     std::env::args()
