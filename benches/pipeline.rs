@@ -124,7 +124,12 @@ fn score(c: &mut Criterion) {
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml"))
             .expect("sample rules")
             .replace("enabled = false", "enabled = true");
-    let windowed = RuleSet::from_toml_str(&text, "rules.toml").expect("compiles");
+    let windowed = RuleSet::from_toml_str_in(
+        &text,
+        "rules.toml",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+    )
+    .expect("compiles");
     let span_ms = EVENTS as i64 * 10;
     g.bench_function(
         format!("sample_{}_rules_with_windows", sample.rules().len()),

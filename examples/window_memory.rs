@@ -41,7 +41,12 @@ fn main() {
     let text = std::fs::read_to_string(&path)
         .expect("sample rules")
         .replace("enabled = false", "enabled = true");
-    let rules = RuleSet::from_toml_str(&text, "rules.toml").expect("sample rules load");
+    let rules = RuleSet::from_toml_str_in(
+        &text,
+        "rules.toml",
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+    )
+    .expect("sample rules load");
     let windows = Windows::new(rules.features(), rules.window_limits());
     let before = rss_mib();
     let start = Instant::now();

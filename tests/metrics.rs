@@ -360,7 +360,7 @@ async fn scrape_shows_exact_counts_for_a_known_input() {
 
     expect("dissuade_assigned_partitions", 2.0);
     expect("dissuade_open_tasks", 4.0); // callees 1, 2, 3 and 9
-    expect("dissuade_rules_loaded", 16.0);
+    expect("dissuade_rules_loaded", 18.0);
     expect("dissuade_end_to_end_latency_seconds_count", 5.0);
     expect("dissuade_end_to_end_latency_quantile_seconds_count", 5.0);
     // The events happened 60 to 120 s ago; the tasks were delivered within a minute after.

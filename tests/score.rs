@@ -315,7 +315,7 @@ fn check_command_summarises_the_sample_config() {
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("config/dissuade.toml: OK"), "{stdout}");
-    assert!(stdout.contains("16 rules"), "{stdout}");
+    assert!(stdout.contains("18 rules"), "{stdout}");
     assert!(
         stdout.contains(
             "3332 cells, 270 stations, 10283 roster entries; 67 cells with no community officer"
@@ -331,7 +331,11 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let rules = std::fs::read_to_string(root.join("rules.toml"))
         .unwrap()
-        .replacen("score = 60", "score = \"sixty\"", 1);
+        .replacen("score = 60", "score = \"sixty\"", 1)
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/lists/", root.display()),
+        );
     std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
     let config = std::fs::read_to_string(root.join("dissuade.toml"))
         .unwrap()
@@ -347,7 +351,7 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains(
-            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 143): \
+            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 164): \
              score: invalid type: string \"sixty\", expected i64"
         ),
         "{stderr}"
@@ -551,7 +555,11 @@ fn a_burst_of_harmless_calls_to_elderly_people_raises_tasks_and_one_alone_does_n
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
     let text = std::fs::read_to_string(shipped)
         .unwrap()
-        .replace("enabled = false", "enabled = true");
+        .replace("enabled = false", "enabled = true")
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/config/lists/", env!("CARGO_MANIFEST_DIR")),
+        );
     std::fs::write(&rules, text).unwrap();
     let out = {
         use std::io::Write;
@@ -613,4 +621,43 @@ fn a_burst_of_harmless_calls_to_elderly_people_raises_tasks_and_one_alone_does_n
     );
     assert_eq!(lines[6]["score"], 0);
     assert!(lines[0]["figures"]["since_last_task_s"].is_null());
+}
+
+/// The sample lists: a known fraud number in another spelling, and an official bank number
+/// shown on an overseas call.
+#[test]
+fn callers_on_the_sample_lists_fire_their_rules() {
+    let at = "2026-11-24T08:00:00+08:00";
+    let input = [
+        format!(r#"{{"event_id":"l1","occurred_at":"{at}","caller_number":"0085251239901","callee_number":"13800000001","call_duration_s":120}}"#),
+        format!(r#"{{"event_id":"l2","occurred_at":"{at}","caller_number":"95588","callee_number":"13800000002","call_duration_s":120,"caller_flags":["overseas"]}}"#),
+        format!(r#"{{"event_id":"l3","occurred_at":"{at}","caller_number":"95588","callee_number":"13800000003","call_duration_s":120}}"#),
+    ]
+    .join("\n");
+    let out = dissuade(
+        &["score", "--explain", "--now", "2026-11-24T00:01:00Z"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success());
+    let fired: Vec<Vec<String>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["fired"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["rule_id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            vec!["known_fraud_number", "overseas_caller"],
+            vec!["spoofed_official_number", "overseas_caller"],
+            vec![],
+        ]
+    );
 }

@@ -1,5 +1,5 @@
 //! `dissuade rules`: the loaded rule set as analysts need to see it: each rule's id, score,
-//! state and reason, the windowed features, the level thresholds and the version tasks are
+//! state and reason, the number lists, the windowed features, the level thresholds and the version tasks are
 //! stamped with.
 
 use std::io::Write;
@@ -44,6 +44,12 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 "where": f.filter,
                 "description": f.description,
             })).collect::<Vec<_>>(),
+            "lists": rules.lists().iter().map(|l| json!({
+                "id": l.id,
+                "description": l.description,
+                "file": l.file.display().to_string(),
+                "entries": l.len(),
+            })).collect::<Vec<_>>(),
             "windows": {
                 "allowed_lateness": humantime::format_duration(rules.window_limits().allowed_lateness).to_string(),
                 "max_calls_per_key": rules.window_limits().max_calls_per_key,
@@ -75,6 +81,20 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             if r.enabled { "enabled" } else { "disabled" },
             r.description
         )?;
+    }
+    if !rules.lists().is_empty() {
+        writeln!(out, "\nlists:")?;
+        let width = rules.lists().iter().map(|l| l.id.len()).max().unwrap_or(2);
+        for l in rules.lists() {
+            writeln!(
+                out,
+                "{:width$}  {} entries from {}: {}",
+                l.id,
+                l.len(),
+                l.file.display(),
+                l.description
+            )?;
+        }
     }
     if !rules.features().is_empty() {
         let limits = rules.window_limits();

@@ -1,6 +1,7 @@
 //! Parsing and validating a rule file, and compiling its conditions.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -12,8 +13,9 @@ use crate::features::{Aggregate, FeatureSpec, KeySide, WindowLimits, MAX_FEATURE
 use super::error::line_col;
 use super::template::{Template, PLACEHOLDERS};
 use super::{
-    bool_bit, head8, Arena, BoolField, Compiled, FraudTypes, Node, NumField, Problem, ProblemKind,
-    Rule, RuleRef, RuleSet, RulesError, Thresholds, AGE_PRESENT, WORD_FACTS, WORD_HINT,
+    bool_bit, head8, list_bit, Arena, BoolField, Compiled, FraudTypes, Node, NumField, NumberList,
+    Problem, ProblemKind, Rule, RuleRef, RuleSet, RulesError, Thresholds, AGE_PRESENT, MAX_LISTS,
+    WORD_FACTS, WORD_HINT,
 };
 
 /// Fraud types a rule may name without declaring them in `fraud_types`.
@@ -42,6 +44,8 @@ struct RawFile {
     levels: Option<RawLevels>,
     windows: Option<RawWindows>,
     #[serde(default)]
+    list: Vec<Spanned<Table>>,
+    #[serde(default)]
     feature: Vec<Spanned<Table>>,
     #[serde(default)]
     rule: Vec<Spanned<Table>>,
@@ -53,6 +57,14 @@ struct RawWindows {
     #[serde(default, with = "humantime_serde")]
     allowed_lateness: Option<std::time::Duration>,
     max_calls_per_key: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawList {
+    id: String,
+    description: String,
+    file: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -104,7 +116,7 @@ pub(crate) fn version_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(&digest[..8]))
 }
 
-pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+pub(crate) fn compile(text: &str, origin: &str, dir: &Path) -> Result<RuleSet, RulesError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let (line, column) = match e.span() {
             Some(span) => line_col(&text.as_bytes()[..span.start.min(text.len())]),
@@ -196,11 +208,18 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
     let window_limits = compile_windows(raw.windows.as_ref(), &mut problems);
     let mut features = compile_features(raw.feature, text, &fraud_types, &mut arena, &mut problems);
     let feature_ids: Vec<&str> = features.specs.iter().map(|f| f.id.as_str()).collect();
+    let (lists, declared_lists) = load_lists(raw.list, text, dir, &mut problems);
+    // Every well-named list, loaded or not, so that a list whose file is bad is reported
+    // once, not again by every rule that tests it. (Any problem fails the whole load, so on
+    // success these are exactly the loaded lists, in order.)
+    let list_ids: Vec<&str> = declared_lists.iter().map(String::as_str).collect();
 
     let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
     let mut program: Vec<Compiled> = Vec::new();
-    // Features an enabled rule reads: only those are kept (see `FeatureSpec::used`).
+    // Features an enabled rule reads: only those are kept (see `FeatureSpec::used`); lists
+    // an enabled rule tests: only those are looked up.
     let mut used_features = 0u16;
+    let mut used_lists = 0u16;
     #[cfg(test)]
     let mut reference = Vec::new();
     // id -> (number, line) of its first definition
@@ -310,8 +329,10 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
         let mut cx = CondCx {
             fraud_types: &fraud_types,
             features: &feature_ids,
+            lists: &list_ids,
             in_filter: false,
             used: 0,
+            used_lists: 0,
             problems: Vec::new(),
         };
         let cond = cx.cond(&raw_rule.when, "when");
@@ -323,6 +344,7 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             let score = raw_rule.score.clamp(-MAX_ABS_SCORE, MAX_ABS_SCORE) as i32;
             if raw_rule.enabled {
                 used_features |= cx.used | template.features();
+                used_lists |= cx.used_lists;
                 let root = lower(&cond, &mut arena);
                 #[cfg(test)]
                 reference.push((i as u16, score, cond.clone()));
@@ -359,6 +381,10 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
             features: features.specs,
             filters: features.filters,
             window_limits,
+            used_lists: (0..lists.len() as u8)
+                .filter(|i| used_lists & (1 << i) != 0)
+                .collect(),
+            lists: std::sync::Arc::new(lists),
             #[cfg(test)]
             reference,
         }),
@@ -371,6 +397,87 @@ pub(crate) fn compile(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
 
 /// The longest window a feature may declare: state grows with the calls inside it.
 const MAX_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Reads the `[[list]]` files (relative to `dir`, the rule file's directory). Returns the
+/// lists read and the ids of every well-formed `[[list]]`, read or not.
+fn load_lists(
+    raw: Vec<Spanned<Table>>,
+    text: &str,
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> (Vec<NumberList>, Vec<String>) {
+    let mut lists: Vec<NumberList> = Vec::new();
+    let mut declared: Vec<String> = Vec::new();
+    for (i, spanned) in raw.into_iter().enumerate() {
+        let span = spanned.span();
+        let line = (span.start < span.end && span.end <= text.len())
+            .then(|| line_col(&text.as_bytes()[..span.start]).0);
+        let table = spanned.into_inner();
+        let lref = RuleRef {
+            table: "list",
+            number: i + 1,
+            id: table
+                .get("id")
+                .and_then(Value::as_str)
+                .filter(|id| valid_id(id))
+                .map(str::to_owned),
+            line,
+        };
+        let mut problem = |kind, path: &str, message: String| {
+            problems.push(Problem {
+                kind,
+                rule: Some(lref.clone()),
+                path: path.to_owned(),
+                message,
+            })
+        };
+        let raw: RawList = match serde_path_to_error::deserialize(Value::Table(table)) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = e.inner().message().trim_end().to_owned();
+                problem(ProblemKind::BadList, "", message);
+                continue;
+            }
+        };
+        if !valid_id(&raw.id) {
+            problem(
+                ProblemKind::BadId,
+                "id",
+                format!(
+                    "bad list id {:?}: use 1-64 characters of a-z, 0-9, `_` and `-`",
+                    raw.id
+                ),
+            );
+            continue;
+        }
+        if declared.contains(&raw.id) {
+            problem(
+                ProblemKind::DuplicateId,
+                "id",
+                format!("duplicate list id `{}`", raw.id),
+            );
+            continue;
+        }
+        if declared.len() == MAX_LISTS {
+            problem(
+                ProblemKind::BadList,
+                "",
+                format!("at most {MAX_LISTS} lists are supported"),
+            );
+            continue;
+        }
+        declared.push(raw.id.clone());
+        match NumberList::load(&raw.id, &raw.description, &dir.join(&raw.file)) {
+            Ok(list) => lists.push(list),
+            Err(messages) => {
+                for m in messages {
+                    problem(ProblemKind::BadList, "file", m);
+                }
+            }
+        }
+    }
+    (lists, declared)
+}
 
 fn compile_windows(raw: Option<&RawWindows>, problems: &mut Vec<Problem>) -> WindowLimits {
     let mut limits = WindowLimits::default();
@@ -582,8 +689,10 @@ fn compile_features(
             let mut cx = CondCx {
                 fraud_types,
                 features: &declared,
+                lists: &[],
                 in_filter: true,
                 used: 0,
+                used_lists: 0,
                 problems: Vec::new(),
             };
             let cond = cx.cond(v, "where");
@@ -664,6 +773,11 @@ pub(super) enum Cond {
     FlagsAll(u16),
     FlagsNone(u16),
     Prefix(Vec<String>),
+    /// The caller is on list `list` (not on it when `negate`).
+    InList {
+        list: u8,
+        negate: bool,
+    },
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
@@ -739,6 +853,11 @@ fn lower(cond: &Cond, arena: &mut Arena) -> Node {
         Cond::FlagsAny(m) => any_bit(WORD_FACTS, u64::from(*m)),
         Cond::FlagsAll(m) => all_bits(WORD_FACTS, u64::from(*m)),
         Cond::FlagsNone(m) => no_bits(WORD_FACTS, u64::from(*m)),
+        Cond::InList {
+            list,
+            negate: false,
+        } => all_bits(WORD_FACTS, list_bit(*list)),
+        Cond::InList { list, negate: true } => no_bits(WORD_FACTS, list_bit(*list)),
         Cond::Prefix(prefixes) => {
             let start = u32_len(arena.prefixes.len());
             for p in prefixes {
@@ -961,7 +1080,7 @@ const FIELDS: [FieldDef; 10] = [
     },
 ];
 
-const ALL_OPS: [&str; 14] = [
+const ALL_OPS: [&str; 16] = [
     "==",
     "!=",
     "<",
@@ -975,6 +1094,8 @@ const ALL_OPS: [&str; 14] = [
     "has_all",
     "has_none",
     "starts_with",
+    "in_list",
+    "not_in_list",
     "exists",
 ];
 
@@ -997,7 +1118,7 @@ impl FieldDef {
             (FieldKind::Bool(_), true) => &["==", "!=", "exists"],
             (FieldKind::Hint, _) => &["==", "!=", "in", "not_in", "exists"],
             (FieldKind::Flags, _) => &["has", "has_any", "has_all", "has_none"],
-            (FieldKind::Prefix, _) => &["starts_with"],
+            (FieldKind::Prefix, _) => &["starts_with", "in_list", "not_in_list"],
         }
     }
 }
@@ -1166,6 +1287,10 @@ struct CondCx<'a> {
     in_filter: bool,
     /// Bit `i`: the condition uses feature `i`.
     used: u16,
+    /// Number-list ids, testable with `caller_number in_list <id>` (index = position).
+    lists: &'a [&'a str],
+    /// Bit `i`: the condition tests list `i`.
+    used_lists: u16,
     problems: Vec<(ProblemKind, String, String)>,
 }
 
@@ -1605,6 +1730,33 @@ impl CondCx<'_> {
                     _ => Cond::FlagsNone(mask),
                 })
             }
+            FieldKind::Prefix if op == "in_list" || op == "not_in_list" => {
+                let Some(id) = value.string() else {
+                    return wrong(self, "the id of a `[[list]]`");
+                };
+                match self.lists.iter().position(|l| **l == id) {
+                    Some(i) => {
+                        self.used_lists |= 1 << i;
+                        Some(Cond::InList {
+                            list: i as u8,
+                            negate: op == "not_in_list",
+                        })
+                    }
+                    None => {
+                        let known = if self.lists.is_empty() {
+                            "the file declares no `[[list]]`".to_owned()
+                        } else {
+                            format!("lists: {}", self.lists.join(", "))
+                        };
+                        self.problem(
+                            ProblemKind::UnknownList,
+                            path,
+                            format!("unknown list `{id}`; {known}"),
+                        );
+                        None
+                    }
+                }
+            }
             FieldKind::Prefix => {
                 let Some(prefixes) = value.strings() else {
                     return wrong(self, "a list of number prefixes such as [\"00\", \"+\"]");
@@ -1653,6 +1805,7 @@ pub(super) fn eval_reference(
     e: &crate::event::Event<'_>,
     fraud_types: &[Box<str>],
     figures: &crate::features::Figures,
+    lists: &[NumberList],
 ) -> bool {
     let number = |f: NumField| match f {
         NumField::CALL_DURATION_S => Some(e.call_duration_s),
@@ -1704,12 +1857,17 @@ pub(super) fn eval_reference(
         Cond::FlagsAll(m) => e.caller_flags.0 & m == *m,
         Cond::FlagsNone(m) => e.caller_flags.0 & m == 0,
         Cond::Prefix(ps) => ps.iter().any(|p| e.caller_number.starts_with(p.as_str())),
+        Cond::InList { list, negate } => {
+            let on = crate::phone::list_key(&e.caller_number)
+                .is_some_and(|k| lists[*list as usize].contains(k));
+            on != *negate
+        }
         Cond::All(cs) => cs
             .iter()
-            .all(|c| eval_reference(c, e, fraud_types, figures)),
+            .all(|c| eval_reference(c, e, fraud_types, figures, lists)),
         Cond::Any(cs) => cs
             .iter()
-            .any(|c| eval_reference(c, e, fraud_types, figures)),
-        Cond::Not(c) => !eval_reference(c, e, fraud_types, figures),
+            .any(|c| eval_reference(c, e, fraud_types, figures, lists)),
+        Cond::Not(c) => !eval_reference(c, e, fraud_types, figures, lists),
     }
 }

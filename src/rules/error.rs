@@ -101,6 +101,10 @@ pub enum ProblemKind {
     BadFeature,
     /// `[windows]` settings out of range.
     BadWindows,
+    /// A `[[list]]` whose file cannot be read or has lines that are not numbers.
+    BadList,
+    /// `in_list` names no declared list.
+    UnknownList,
 }
 
 /// Which rule (or `[[feature]]`) a problem is about.

@@ -14,6 +14,7 @@
 
 mod compile;
 mod error;
+mod lists;
 mod synthetic;
 mod template;
 #[cfg(test)]
@@ -31,6 +32,7 @@ use crate::features::{
 use crate::task::TaskId;
 
 pub use error::{Problem, ProblemKind, RuleRef, RulesError};
+pub use lists::NumberList;
 pub use synthetic::synthetic_rule_set;
 
 use template::Template;
@@ -192,6 +194,10 @@ pub struct RuleSet {
     /// `(feature index, condition)` of each feature's `where`.
     filters: Vec<(u8, Node)>,
     window_limits: WindowLimits,
+    /// The number lists, in file order (a list's index is its fact bit).
+    lists: std::sync::Arc<Vec<NumberList>>,
+    /// Indexes of the lists an enabled rule tests: only those are looked up.
+    used_lists: Vec<u8>,
     /// The conditions as checked, before lowering: the tests' reference evaluator.
     #[cfg(test)]
     reference: Vec<(u16, i32, compile::Cond)>,
@@ -206,7 +212,7 @@ impl RuleSet {
             source,
         })?;
         match std::str::from_utf8(&bytes) {
-            Ok(text) => RuleSet::from_toml_str(text, &origin),
+            Ok(text) => compile::compile(text, &origin, path.parent().unwrap_or(Path::new("."))),
             Err(e) => {
                 let (line, column) = error::line_col(&bytes[..e.valid_up_to()]);
                 Err(RulesError::Syntax {
@@ -219,9 +225,15 @@ impl RuleSet {
         }
     }
 
-    /// Compiles rule-file text; `origin` names it in messages (usually the file name).
+    /// Compiles rule-file text; `origin` names it in messages (usually the file name). List
+    /// files are read relative to the current directory.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
-        compile::compile(text, origin)
+        compile::compile(text, origin, Path::new("."))
+    }
+
+    /// [`RuleSet::from_toml_str`] with list files read relative to `dir`.
+    pub fn from_toml_str_in(text: &str, origin: &str, dir: &Path) -> Result<RuleSet, RulesError> {
+        compile::compile(text, origin, dir)
     }
 
     /// `sha256:` and the first 16 hex digits of the SHA-256 of the file's bytes.
@@ -248,6 +260,31 @@ impl RuleSet {
         &self.thresholds
     }
 
+    /// The number lists, in file order.
+    pub fn lists(&self) -> &[NumberList] {
+        &self.lists
+    }
+
+    /// The list called `id`.
+    pub fn list(&self, id: &str) -> Option<&NumberList> {
+        self.lists.iter().find(|l| l.id == id)
+    }
+
+    #[inline]
+    fn context(&self, event: &Event<'_>) -> Ctx {
+        let mut ctx = Ctx::new(event, &self.fraud_types);
+        if !self.used_lists.is_empty() {
+            if let Some(key) = crate::phone::list_key(&event.caller_number) {
+                for &i in &self.used_lists {
+                    if self.lists[i as usize].contains(key) {
+                        ctx.words[WORD_FACTS as usize] |= list_bit(i);
+                    }
+                }
+            }
+        }
+        ctx
+    }
+
     /// The windowed features, in file order.
     pub fn features(&self) -> &[FeatureSpec] {
         &self.features
@@ -261,7 +298,7 @@ impl RuleSet {
     /// Scores one event on its own fields: every feature's figure is absent, so rules on
     /// features do not fire. [`RuleSet::score_with`] is the scoring that keeps windows.
     pub fn score(&self, event: &Event<'_>) -> Score {
-        self.score_ctx(&Ctx::new(event, &self.fraud_types))
+        self.score_ctx(&self.context(event))
     }
 
     /// Adds the event to `windows` (the state of this rule set's features; see
@@ -273,7 +310,7 @@ impl RuleSet {
         windows: &Windows,
         task: TaskId,
     ) -> (Score, Figures) {
-        let mut ctx = Ctx::new(event, &self.fraud_types);
+        let mut ctx = self.context(event);
         let mut figures = NO_FIGURES;
         if !windows.is_empty() {
             let mut filters = 0u16;
@@ -300,7 +337,7 @@ impl RuleSet {
     /// Scores with the given figures, keeping no windows: the tests' way to set figures.
     #[cfg(test)]
     fn score_figures(&self, event: &Event<'_>, figures: &Figures) -> Score {
-        let mut ctx = Ctx::new(event, &self.fraud_types);
+        let mut ctx = self.context(event);
         ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(figures);
         self.score_ctx(&ctx)
     }
@@ -387,7 +424,8 @@ enum BoolField {
     HasCellId = 3,
 }
 
-/// Fact word 0: bits 0-15 caller flags, 16-23 two bits per [`BoolField`], 24 callee age present.
+/// Fact word 0: bits 0-15 caller flags, 16-23 two bits per [`BoolField`], 24 callee age
+/// present, 32-47 the caller is on number list 0-15.
 const WORD_FACTS: u8 = 0;
 /// Fact word 1: the fraud-type hint, one bit (its index among the known types, or 63 when it
 /// names none of them); no bit when absent.
@@ -396,6 +434,14 @@ const BOOL_BASE: u32 = 16;
 const AGE_PRESENT: u64 = 1 << 24;
 /// Bit of a fraud-type hint that is present but names no known fraud type.
 const HINT_UNKNOWN: u64 = 1 << 63;
+
+/// At most this many number lists: one fact bit each.
+const MAX_LISTS: usize = 16;
+const LIST_BASE: u32 = 32;
+
+fn list_bit(list: u8) -> u64 {
+    1 << (LIST_BASE + u32::from(list))
+}
 
 fn bool_bit(field: BoolField, value: bool) -> u64 {
     1 << (BOOL_BASE + 2 * field as u32 + u32::from(value))

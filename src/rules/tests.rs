@@ -72,7 +72,11 @@ fn rule_problem(body: &str) -> (Problem, String) {
 const OK_RULE: &str = "description = \"d\"\nreason = \"x\"\nscore = 10";
 
 fn sample_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml")
+    config_dir().join("rules.toml")
+}
+
+fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -521,16 +525,16 @@ fn version_is_a_content_hash() {
     // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
     assert_eq!(version_of(b"abc"), "sha256:ba7816bf8f01cfea");
     let text = std::fs::read_to_string(sample_path()).unwrap();
-    let a = RuleSet::from_toml_str(&text, "a.toml").unwrap();
-    let b = RuleSet::from_toml_str(&text, "b.toml").unwrap();
+    let a = RuleSet::from_toml_str_in(&text, "a.toml", &config_dir()).unwrap();
+    let b = RuleSet::from_toml_str_in(&text, "b.toml", &config_dir()).unwrap();
     assert_eq!(a.version(), b.version());
     assert_eq!(a.version(), version_of(text.as_bytes()));
     assert_eq!(a.version().len(), "sha256:".len() + 16);
     let changed = text.replacen("score = 60", "score = 61", 1);
-    let c = RuleSet::from_toml_str(&changed, "a.toml").unwrap();
+    let c = RuleSet::from_toml_str_in(&changed, "a.toml", &config_dir()).unwrap();
     assert_ne!(a.version(), c.version());
     let comment = format!("{text}#\n");
-    let d = RuleSet::from_toml_str(&comment, "a.toml").unwrap();
+    let d = RuleSet::from_toml_str_in(&comment, "a.toml", &config_dir()).unwrap();
     assert_ne!(a.version(), d.version());
     assert_eq!(
         RuleSet::load(&sample_path()).unwrap().version(),
@@ -563,7 +567,7 @@ fn unknown_top_level_key_and_bad_levels_type_are_syntax_errors() {
     let err = load_err(&format!("{LEVELS}\n[[rules]]\nid = \"r\"\n"));
     assert_eq!(
         err.to_string(),
-        "bad.toml:7:3: unknown field `rules`, expected one of `name`, `fraud_types`, `levels`, `windows`, `feature`, `rule`"
+        "bad.toml:7:3: unknown field `rules`, expected one of `name`, `fraud_types`, `levels`, `windows`, `list`, `feature`, `rule`"
     );
     let err = load_err("[levels]\nlow = 20\nmedium = \"forty\"\nhigh = 60\ncritical = 90\n");
     assert!(matches!(err, RulesError::Syntax { line: 3, .. }), "{err:?}");
@@ -957,7 +961,8 @@ fn sample_rules_load() {
     let set = sample();
     assert_eq!(set.name(), "Tianjin anti-fraud centre: baseline rules");
     assert!(set.version().starts_with("sha256:"));
-    assert_eq!(set.rules().len(), 16);
+    assert_eq!(set.rules().len(), 18);
+    assert_eq!(set.lists().len(), 2);
     assert_eq!(set.features().len(), 3);
     assert_eq!(set.thresholds(), &Thresholds::new(20, 40, 60, 90).unwrap());
     assert!(set.rules().iter().any(|r| r.score < 0));
@@ -1172,7 +1177,9 @@ aggregate = "seconds_since_last_task"
 window = "1d"
 "#;
 
-const FEATURE_LEAVES: [&str; 7] = [
+const FEATURE_LEAVES: [&str; 9] = [
+    "caller_number in_list l1",
+    "caller_number not_in_list l1",
     "f_count >= 3",
     "f_count < 2",
     "f_count == 5",
@@ -1246,7 +1253,7 @@ fn reference_score(set: &RuleSet, e: &Event<'_>, figures: &Figures) -> (i32, Vec
     let mut total = 0;
     let mut fired = Vec::new();
     for (index, score, cond) in &set.reference {
-        if compile::eval_reference(cond, e, &set.fraud_types.names, figures) {
+        if compile::eval_reference(cond, e, &set.fraud_types.names, figures, &set.lists) {
             total += score;
             fired.push(*index);
         }
@@ -1257,7 +1264,13 @@ fn reference_score(set: &RuleSet, e: &Event<'_>, figures: &Figures) -> (i32, Vec
 #[test]
 fn compiled_evaluator_agrees_with_the_reference() {
     let mut rng = Lcg(0x5eed);
-    let mut text = format!("{LEVELS}\n{FEATURES}\n");
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("l1.txt");
+    std::fs::write(&list, "+852 5123 4567\n13900001111 # a comment\n").unwrap();
+    let mut text = format!(
+        "{LEVELS}\n{FEATURES}\n[[list]]\nid = \"l1\"\ndescription = \"d\"\nfile = {:?}\n",
+        list.display().to_string()
+    );
     for i in 0..400 {
         text.push_str(&format!(
             "[[rule]]\nid = \"r{i}\"\n{OK_RULE}\nwhen = {}\n\n",
@@ -1423,4 +1436,75 @@ when = "d >= 2"
         .problems()
         .iter()
         .any(|p| p.kind == ProblemKind::BadFeature));
+}
+
+// ---------------------------------------------------------------------------------------
+// Number lists
+
+fn with_list(dir: &std::path::Path, entries: &str, rules: &str) -> Result<RuleSet, RulesError> {
+    std::fs::write(dir.join("fraud.txt"), entries).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        format!(
+            "{LEVELS}\n[[list]]\nid = \"known_fraud\"\ndescription = \"d\"\nfile = \"fraud.txt\"\n\n{rules}"
+        ),
+    )
+    .unwrap();
+    RuleSet::load(&dir.join("rules.toml"))
+}
+
+#[test]
+fn a_listed_caller_is_found_however_its_number_is_written_and_lists_change_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = with_list(
+        dir.path(),
+        "# known fraud numbers\n+852 5123 4567\n\n022-1234-5678\n95588\n",
+        "[[rule]]\nid = \"listed\"\ndescription = \"d\"\nreason = \"x\"\nscore = 60\nwhen = \"caller_number in_list known_fraud\"\n\n\
+         [[rule]]\nid = \"unlisted\"\ndescription = \"d\"\nreason = \"x\"\nscore = 1\nwhen = \"caller_number not_in_list known_fraud\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.lists()[0].len(), 3);
+    let mut e = plain();
+    for (caller, listed) in [
+        ("0085251234567", true),
+        ("+85251234567", true),
+        ("02212345678", true),
+        ("955 88", true),
+        ("13900001111", false),
+        ("", false),
+    ] {
+        e.caller_number = Cow::Borrowed(caller);
+        assert_eq!(set.score(&e).total, if listed { 60 } else { 1 }, "{caller}");
+    }
+    let list = set.list("known_fraud").unwrap();
+    assert!(list.apply("139 0000 1111", true));
+    assert!(list.apply("+852 5123 4567", false));
+    assert!(!list.apply("not a number", true));
+    e.caller_number = Cow::Borrowed("13900001111");
+    assert_eq!(set.score(&e).total, 60, "added while running");
+    e.caller_number = Cow::Borrowed("+85251234567");
+    assert_eq!(set.score(&e).total, 1, "removed while running");
+    assert_eq!(list.len(), 3);
+}
+
+#[test]
+fn bad_list_lines_and_unknown_lists_are_named_without_quoting_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = with_list(
+        dir.path(),
+        "13900001111\n139-0000-111x\n",
+        "[[rule]]\nid = \"r\"\ndescription = \"d\"\nreason = \"x\"\nscore = 1\nwhen = \"caller_number in_list official\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("list `known_fraud` (#1, line 7): file: ")
+            && err.contains("fraud.txt:2: not a phone number or service number"),
+        "{err}"
+    );
+    assert!(
+        err.contains("rule `r` (#1, line 12): when: unknown list `official`"),
+        "{err}"
+    );
+    assert!(!err.contains("0000"), "{err}");
 }
