@@ -335,6 +335,9 @@ pub struct KafkaConfig {
     /// The task-lifecycle state changelog (compacted; one partition per task partition,
     /// keyed by task id): restored whenever a task partition is assigned.
     pub lifecycle_topic: String,
+    /// Additions to and removals from the rule set's number lists while running, read by
+    /// every instance from the beginning (see `kafka::lists`).
+    pub lists_topic: String,
     /// Partitions for topics the service creates itself (embedded broker, `--create-topics`).
     pub partitions: i32,
     /// Replication factor of topics the service creates; absent: the cluster's default
@@ -380,6 +383,7 @@ impl Default for KafkaConfig {
             feedback_topic: "dissuasion-feedback".into(),
             feedback_dlq_topic: "dissuasion-feedback.dlq".into(),
             lifecycle_topic: "dissuade.task-lifecycle".into(),
+            lists_topic: "dissuade.number-lists".into(),
             partitions: 4,
             replication_factor: None,
             restore_timeout: Duration::from_secs(60),
@@ -679,6 +683,7 @@ impl Config {
             ("kafka.feedback_topic", &k.feedback_topic),
             ("kafka.feedback_dlq_topic", &k.feedback_dlq_topic),
             ("kafka.lifecycle_topic", &k.lifecycle_topic),
+            ("kafka.lists_topic", &k.lists_topic),
         ] {
             if topic.trim().is_empty() {
                 problems.push(format!("{name}: must not be empty"));
@@ -692,11 +697,12 @@ impl Config {
             &k.feedback_topic,
             &k.feedback_dlq_topic,
             &k.lifecycle_topic,
+            &k.lists_topic,
         ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
             problems.push(
-                "kafka: input, task, dead-letter, state, feedback, feedback dead-letter and \
-                 lifecycle topics must differ"
+                "kafka: input, task, dead-letter, state, feedback, feedback dead-letter, \
+                 lifecycle and lists topics must differ"
                     .into(),
             );
         }
@@ -1298,7 +1304,7 @@ mod tests {
             "lifecycle.unknown_task_grace: must be longer than zero",
             "lifecycle.max_tracked: must be at least 1",
             "lifecycle.centre_desk: must name",
-            "lifecycle topics must differ",
+            "lifecycle and lists topics must differ",
         ] {
             assert!(err.contains(key), "{key} in {err}");
         }

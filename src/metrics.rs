@@ -134,6 +134,10 @@ pub struct Metrics {
     pub window_duplicates: IntCounter,
     /// Calls dropped early from a key holding `max_calls_per_key`.
     pub window_truncated: IntCounter,
+    /// Records of the lists topic, by what became of them.
+    list_changes: IntCounterVec,
+    /// Entries on each number list now.
+    list_entries: IntGaugeVec,
     /// Keys and calls held in the feature windows, by side (caller, callee).
     pub window_keys: IntGaugeVec,
     pub window_calls: IntGaugeVec,
@@ -538,6 +542,25 @@ impl Metrics {
         )
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
+        let list_changes = counter_vec(
+            "dissuade_list_changes_total",
+            "Records of the lists topic: applied to a number list, invalid (not a change or \
+             not a number), or naming a list the rule set does not declare.",
+            &["result"],
+        );
+        for result in crate::kafka::lists::Applied::ALL {
+            list_changes.with_label_values(&[result.as_str()]);
+        }
+        let list_entries = gauge_vec(
+            "dissuade_list_entries",
+            "Entries on each number list now (its file and the changes since).",
+            &["list"],
+        );
+        for list in rules.lists() {
+            list_entries
+                .with_label_values(&[&list.id])
+                .set(list.len() as i64);
+        }
         let window_calls = counter_vec(
             "dissuade_window_uncounted_total",
             "Calls the windowed features did not count: late (older than the key's latest \
@@ -658,6 +681,8 @@ impl Metrics {
                 "dissuade_assigned_partitions",
                 "Input partitions assigned to this instance.",
             ),
+            list_changes,
+            list_entries,
             window_late: window_calls.with_label_values(&["late"]),
             window_duplicates: window_calls.with_label_values(&["duplicate"]),
             window_truncated: counter(
@@ -685,6 +710,22 @@ impl Metrics {
             lifecycle: LifecycleMetrics::new(&registry),
             web: WebMetrics::new(&registry),
             registry,
+        }
+    }
+
+    /// Counts one record of the lists topic.
+    pub fn list_change(&self, result: crate::kafka::lists::Applied) {
+        self.list_changes
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Brings the list sizes up to date.
+    pub fn export_lists(&self, rules: &RuleSet) {
+        for list in rules.lists() {
+            self.list_entries
+                .with_label_values(&[&list.id])
+                .set(list.len() as i64);
         }
     }
 

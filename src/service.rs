@@ -102,13 +102,13 @@ impl Service {
             k.brokers.clone()
         };
 
+        let has_lists = !pipeline.rules().lists().is_empty();
         if create_topics || k.is_embedded() {
-            ensure_topics(
-                k,
-                &bootstrap,
-                &[&k.input_topic, &k.task_topic, &k.dlq_topic],
-            )
-            .await?;
+            let mut topics = vec![k.input_topic.as_str(), &k.task_topic, &k.dlq_topic];
+            if has_lists {
+                topics.push(&k.lists_topic);
+            }
+            ensure_topics(k, &bootstrap, &topics).await?;
         }
         let metrics_addr = if config.metrics.listen.is_empty() {
             None
@@ -123,6 +123,17 @@ impl Service {
             info!(addr = %bound, "metrics on http://{bound}/metrics");
             Some(bound)
         };
+        if has_lists {
+            // Applies list changes until the shutdown token; nothing of it needs draining.
+            crate::kafka::lists::spawn(
+                k,
+                &bootstrap,
+                pipeline.rules().clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )
+            .map_err(KafkaSetupError::Client)?;
+        }
         let processor = processor::spawn(
             k,
             &bootstrap,

@@ -448,3 +448,82 @@ async fn created_topics_get_the_configured_replication_factor() {
         .unwrap();
     assert_eq!(replicas(&k.task_topic), [2, 2]);
 }
+
+/// Numbers added to and removed from a list through the lists topic reach the loaded rule
+/// set while it runs; records that are not changes are counted and skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lists_topic_changes_a_loaded_list_while_running() {
+    use dissuade::rules::RuleSet;
+    use std::borrow::Cow;
+
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 1);
+    let k = &cfg.kafka;
+    dissuade::kafka::ensure_topics(k, &k.brokers, &[&k.lists_topic])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fraud.txt"), "+852 5123 9901\n").unwrap();
+    let rules = RuleSet::from_toml_str_in(
+        "[levels]\nlow = 20\nmedium = 40\nhigh = 60\ncritical = 90\n\n\
+         [[list]]\nid = \"known_fraud\"\ndescription = \"d\"\nfile = \"fraud.txt\"\n\n\
+         [[rule]]\nid = \"listed\"\ndescription = \"d\"\nreason = \"x\"\nscore = 60\n\
+         when = \"caller_number in_list known_fraud\"\n",
+        "rules.toml",
+        dir.path(),
+    )
+    .unwrap();
+    let metrics = std::sync::Arc::new(dissuade::metrics::Metrics::new(&rules, 0));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let reader = dissuade::kafka::lists::spawn(
+        k,
+        &broker.bootstrap(),
+        rules.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let change = |list: &str, number: &str, op: &str| {
+        (
+            number.to_owned(),
+            format!(r#"{{"list":"{list}","number":"{number}","op":"{op}"}}"#).into_bytes(),
+        )
+    };
+    produce(
+        &broker.bootstrap(),
+        &k.lists_topic,
+        &[
+            change("known_fraud", "13900001111", "add"),
+            change("known_fraud", "0085251239901", "remove"),
+            change("official", "110", "add"),
+            change("known_fraud", "not a number", "add"),
+            ("x".into(), b"not json".to_vec()),
+        ],
+    )
+    .await;
+    let text = || metrics.render();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !text().contains("dissuade_list_changes_total{result=\"invalid\"} 2") {
+        assert!(std::time::Instant::now() < deadline, "{}", text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let score = |caller: &str| {
+        let mut e = dissuade::event::Event::decode(
+            br#"{"event_id":"e","occurred_at":1795480200000,"caller_number":"1","callee_number":"13812345678","call_duration_s":60}"#,
+        )
+        .unwrap();
+        e.caller_number = Cow::Owned(caller.to_owned());
+        rules.score(&e).total
+    };
+    assert_eq!(score("139 0000 1111"), 60, "added");
+    assert_eq!(score("+85251239901"), 0, "removed");
+    let t = text();
+    for line in [
+        "dissuade_list_changes_total{result=\"applied\"} 2",
+        "dissuade_list_changes_total{result=\"unknown_list\"} 1",
+    ] {
+        assert!(t.contains(line), "{line} in\n{t}");
+    }
+    shutdown.cancel();
+    reader.join().unwrap();
+}

@@ -12,6 +12,7 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod generate;
 pub mod lifecycle;
+pub mod lists;
 pub mod offsets;
 pub mod processor;
 pub mod store;
@@ -43,6 +44,33 @@ pub enum KafkaSetupError {
     Lifecycle(#[source] store::StoreError),
     #[error("starting the consumer thread: {0}")]
     Thread(#[source] std::io::Error),
+}
+
+/// Assigns every partition of `topics` to `consumer` from the beginning (no group, nothing
+/// committed: the reader sees the whole topic). Returns the topics that do not exist.
+pub fn assign_from_beginning<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topics: &[&str],
+) -> rdkafka::error::KafkaResult<Vec<String>> {
+    use rdkafka::consumer::Consumer;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut missing = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = md
+            .topics()
+            .first()
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0);
+        if partitions == 0 {
+            missing.push((*topic).to_owned());
+        }
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    Ok(missing)
 }
 
 /// Consumer settings: defaults tuned for throughput and at-least-once, then `properties`,

@@ -5,9 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -35,27 +34,14 @@ pub fn spawn(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest");
     let consumer: BaseConsumer = cc.create()?;
-    let topics = [kafka.task_topic.clone(), kafka.feedback_topic.clone()];
-    let mut tpl = TopicPartitionList::new();
-    for topic in &topics {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions = md
-            .topics()
-            .first()
-            .map(|t| t.partitions().len() as i32)
-            .unwrap_or(0);
-        if partitions == 0 {
-            warn!(%topic, "web views: the topic does not exist; its records will not be shown");
-        }
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
+    let missing = crate::kafka::assign_from_beginning(
+        &consumer,
+        &[&kafka.task_topic, &kafka.feedback_topic],
+    )?;
+    for topic in missing {
+        warn!(%topic, "web views: the topic does not exist; its records will not be shown");
     }
-    consumer.assign(&tpl)?;
-    info!(
-        partitions = tpl.count(),
-        "web views reading the task and feedback topics"
-    );
+    info!("web views reading the task and feedback topics");
     let task_topic = kafka.task_topic.clone();
     let handle = std::thread::Builder::new()
         .name("web-feed".into())
