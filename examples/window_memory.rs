@@ -60,6 +60,7 @@ fn main() {
             duration_s: 60.0,
             // Half the calls to elderly people, one in ten from a flagged number.
             filters: u16::from(i % 2 == 0) | if i % 10 == 0 { 0b10 } else { 0 },
+            partition: 0,
         };
         windows.observe(&call, call.event, &mut figures);
     }

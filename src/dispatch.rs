@@ -325,6 +325,19 @@ impl Dispatcher {
         usize::try_from(partition).is_ok_and(|i| matches!(parts.get(i), Some(Some(_))))
     }
 
+    /// The open tasks held for `partition`: (callee key, task).
+    pub fn open_tasks(&self, partition: i32) -> Vec<(u64, OpenTask)> {
+        let parts = self.partitions.read().expect("partitions lock");
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| parts.get(i)?.as_ref())
+            .map(|p| {
+                let st = p.lock().expect("partition lock");
+                st.open.iter().map(|(k, t)| (*k, *t)).collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Starts empty state for `partition` (restored entries then go into it).
     pub fn open_partition(&self, partition: i32) {
         self.with_partition(partition, |_| ());

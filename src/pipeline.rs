@@ -269,7 +269,8 @@ impl Pipeline {
             (self.rules.score(&event), NO_FIGURES)
         } else {
             let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
-            self.rules.score_with(&event, &self.windows, task_id)
+            self.rules
+                .score_with(&event, &self.windows, task_id, partition)
         };
         timer.lap(Stage::Score);
         let action = self.act(&event, &score, &figures, partition, now_ms, out, timer);
@@ -282,6 +283,22 @@ impl Pipeline {
             key_matches: key.map(|k| k == event.callee_number.as_bytes()),
             action,
         })
+    }
+
+    /// Adds a record already processed before (read back from the input when a partition is
+    /// assigned) to the feature windows, as processing it did, without scoring it or making
+    /// anything of it. False when it is not a valid event (it was dead-lettered then).
+    pub fn replay_into_windows(&self, payload: &[u8], partition: i32, now_ms: i64) -> bool {
+        let Ok(event) = Event::decode_with(payload, &self.input.limits()) else {
+            return false;
+        };
+        if self.check_time(&event, now_ms).is_err() {
+            return false;
+        }
+        let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
+        self.rules
+            .observe(&event, &self.windows, task_id, partition);
+        true
     }
 
     /// Rejects events dated too far ahead of `now_ms` (or, when configured, too far behind):

@@ -527,3 +527,69 @@ async fn the_lists_topic_changes_a_loaded_list_while_running() {
     shutdown.cancel();
     reader.join().unwrap();
 }
+
+/// The feature windows survive a restart: calls processed before it are read back from the
+/// input when the partition is assigned again, so the fifth elderly person called by one
+/// number raises a task although the first three were seen by the previous run.
+#[tokio::test(flavor = "multi_thread")]
+async fn feature_windows_are_rebuilt_from_the_input_after_a_restart() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    // The sample's windowed rules ship disabled: enable them in a copy.
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let rules = std::fs::read_to_string(root.join("rules.toml"))
+        .unwrap()
+        .replace("enabled = false", "enabled = true")
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/lists/", root.display()),
+        );
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    cfg.rules.path = dir.path().join("rules.toml");
+    create_topics(&cfg).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let call = |i: i64| {
+        let callee = format!("1380000007{i}");
+        let payload = format!(
+            r#"{{"event_id":"burst-{i}","occurred_at":{},"caller_number":"13700001234","callee_number":"{callee}","call_duration_s":60,"callee_age":75,"callee_location":{{"lon":117.196623,"lat":39.132584}}}}"#,
+            now - 300_000 + i * 30_000
+        );
+        (callee, payload.into_bytes())
+    };
+    let first = RunningProcessor::start(&cfg);
+    produce(
+        &broker.bootstrap(),
+        &cfg.kafka.input_topic,
+        &[call(1), call(2), call(3)],
+    )
+    .await;
+    assert!(first.wait_consumed(3, WAIT));
+    first.stop();
+
+    let second = RunningProcessor::start(&cfg);
+    produce(
+        &broker.bootstrap(),
+        &cfg.kafka.input_topic,
+        &[call(4), call(5)],
+    )
+    .await;
+    assert!(second.wait_consumed(2, WAIT));
+    let tasks = consume(&broker.bootstrap(), &cfg.kafka.task_topic, 1, WAIT);
+    second.stop();
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the fifth call made no task: the windows were not rebuilt"
+    );
+    let task: serde_json::Value = serde_json::from_slice(tasks[0].payload().unwrap()).unwrap();
+    assert_eq!(task["event_id"], "burst-5");
+    assert_eq!(
+        task["reasons"][0]["reason"],
+        "Caller 137****1234 called 5 different people aged 60+ within 10 minutes."
+    );
+}

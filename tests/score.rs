@@ -157,12 +157,13 @@ const EXPECTED_TASKS: [Expected; 9] = [
         Some("120116-17-013"),
         "po-120116-17-013",
     ),
-    // same callee 35 minutes after the upgrade: the window has passed, a new task
+    // same callee 35 minutes after the upgrade: the window has passed, a new task; blacklisted
+    // (60), and the third different flagged number calling this person within the hour (40)
     (
         "e12",
         "new",
-        "high",
-        60,
+        "critical",
+        100,
         "inside",
         Some("120116-17-013"),
         "po-120116-17-013",

@@ -128,6 +128,8 @@ pub struct CallFacts {
     pub duration_s: f64,
     /// Bit `i`: the call matches the `where` of feature `i`.
     pub filters: u16,
+    /// The input partition the call came from: callee windows are kept per partition.
+    pub partition: i32,
 }
 
 /// Counters of what the windows did, for `/metrics`.
@@ -140,6 +142,9 @@ pub struct WindowCounters {
 }
 
 const SHARDS: usize = 64;
+/// Partition clocks kept; partitions beyond share slots (their keys then expire by the
+/// later of two clocks).
+const CLOCKS: usize = 1024;
 
 /// The keys of one side, sharded so that worker threads rarely meet on a lock.
 struct Side {
@@ -163,6 +168,10 @@ impl Side {
     }
 }
 
+fn clock_slot(partition: i32) -> u16 {
+    (partition.rem_euclid(CLOCKS as i32)) as u16
+}
+
 /// The last two tasks made for a person: a redelivered event must not see its own task.
 #[derive(Debug, Clone, Copy)]
 struct LastTasks {
@@ -179,8 +188,12 @@ pub struct Windows {
     last_tasks: Vec<Mutex<FxHashMap<u64, LastTasks>>>,
     limits: WindowLimits,
     lateness_ms: i64,
-    /// The latest event time seen on any key: idle keys expire against it.
+    /// The latest event time seen on any key: idle caller keys expire against it.
     watermark: AtomicI64,
+    /// The latest event time seen per input partition (slot `partition % CLOCKS`): idle
+    /// callee keys expire against their partition's, so that a partition read back or
+    /// behind the others after a restart keeps the windows its next calls need.
+    clocks: Vec<AtomicI64>,
     /// Calls observed: idle keys are swept every [`SWEEP_EVERY`] calls.
     observed: AtomicU64,
     pub counters: WindowCounters,
@@ -219,6 +232,7 @@ impl Windows {
             limits,
             lateness_ms: limits.allowed_lateness.as_millis() as i64,
             watermark: AtomicI64::new(i64::MIN),
+            clocks: (0..CLOCKS).map(|_| AtomicI64::new(i64::MIN)).collect(),
             observed: AtomicU64::new(0),
             counters: WindowCounters::default(),
         }
@@ -236,11 +250,22 @@ impl Windows {
     /// task it already made (it is being redelivered) is not "the last task".
     pub fn observe(&self, call: &CallFacts, own_task: u64, out: &mut Figures) {
         self.watermark.fetch_max(call.at_ms, Ordering::Relaxed);
+        let clock = clock_slot(call.partition);
+        if !self.callee.features.is_empty() {
+            self.clocks[usize::from(clock)].fetch_max(call.at_ms, Ordering::Relaxed);
+        }
         if self.observed.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.expire_idle();
         }
-        self.observe_side(&self.caller, call.caller, call.callee, call, out);
-        self.observe_side(&self.callee, call.callee, call.caller, call, out);
+        self.observe_side(&self.caller, call.caller, call.callee, 0, call, out);
+        // Per partition, like the open tasks: the input is keyed by callee, so a person's
+        // calls are one partition's, read in order, and a restart or a rebalance rebuilds
+        // exactly what processing saw. (A callee whose number the producer keyed in two
+        // spellings lands on two partitions, and has two windows as it has two open-task
+        // entries.)
+        let callee_key = call.callee
+            ^ (i64::from(call.partition) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.observe_side(&self.callee, callee_key, call.caller, clock, call, out);
         if !self.since_task.is_empty() {
             let last = self.last_tasks[(call.callee >> 58) as usize % SHARDS]
                 .lock()
@@ -265,7 +290,15 @@ impl Windows {
         }
     }
 
-    fn observe_side(&self, side: &Side, key: u64, other: u64, call: &CallFacts, out: &mut Figures) {
+    fn observe_side(
+        &self,
+        side: &Side,
+        key: u64,
+        other: u64,
+        clock: u16,
+        call: &CallFacts,
+        out: &mut Figures,
+    ) {
         if side.features.is_empty() {
             return;
         }
@@ -279,7 +312,7 @@ impl Windows {
         let mut shard = side.shard(key).lock().expect("window lock");
         let window = shard
             .entry(key)
-            .or_insert_with(|| KeyWindow::new(side.features.len()));
+            .or_insert_with(|| KeyWindow::new(side.features.len(), clock));
         let (admitted, dropped) = window.offer(
             &side.features,
             entry,
@@ -321,20 +354,28 @@ impl Windows {
             });
     }
 
-    /// Forgets keys whose latest call is outside every window by the latest event time seen
-    /// anywhere. Returns how many keys were dropped.
+    /// Forgets keys whose latest call is outside every window: caller keys by the latest
+    /// event time seen anywhere, callee keys by that of their partition. Returns how many
+    /// keys were dropped.
     pub fn expire_idle(&self) -> usize {
         let now = self.watermark.load(Ordering::Relaxed);
         if now == i64::MIN {
             return 0;
         }
         let mut dropped = 0;
-        for side in [&self.caller, &self.callee] {
-            let horizon = now.saturating_sub(side.longest_ms + self.lateness_ms);
+        for (side, per_partition) in [(&self.caller, false), (&self.callee, true)] {
+            let span = side.longest_ms + self.lateness_ms;
             for shard in &side.shards {
                 let mut map = shard.lock().expect("window lock");
                 let before = map.len();
-                map.retain(|_, w| w.latest > horizon);
+                map.retain(|_, w| {
+                    let clock = if per_partition {
+                        self.clocks[usize::from(w.clock)].load(Ordering::Relaxed)
+                    } else {
+                        now
+                    };
+                    w.latest > clock.saturating_sub(span)
+                });
                 dropped += before - map.len();
             }
         }
@@ -347,6 +388,13 @@ impl Windows {
                 .retain(|_, l| l.latest.0 > horizon);
         }
         dropped
+    }
+
+    /// How far back in event time the windows look: the longest window and the lateness.
+    /// Rebuilding them after a restart reads this much history.
+    pub fn span(&self) -> std::time::Duration {
+        let longest = self.caller.longest_ms.max(self.callee.longest_ms);
+        std::time::Duration::from_millis((longest + self.lateness_ms) as u64)
     }
 
     /// Keys held and calls held, per side: (caller keys, caller calls, callee keys, callee

@@ -34,6 +34,7 @@ fn call(event: u64, caller: u64, callee: u64, at_ms: i64, secs: f64, elderly: bo
         callee,
         duration_s: secs,
         filters: if elderly { 0b1111 } else { 0 },
+        partition: 0,
     }
 }
 
@@ -271,4 +272,27 @@ fn idle_keys_expire_against_the_latest_time_seen_anywhere() {
     figures(&w, call(3, 3, 7, 11 * MIN + 1, 1.0, false));
     assert_eq!(w.expire_idle(), 1);
     assert_eq!(w.size().0, 2);
+}
+
+#[test]
+fn callee_keys_expire_by_their_own_partitions_clock() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Callee, Aggregate::Count, 10, false)],
+        limits(60, 100),
+    );
+    let on = |p: i32, callee: u64, at_ms: i64| CallFacts {
+        partition: p,
+        ..call(at_ms as u64, 1, callee, at_ms, 1.0, false)
+    };
+    let mut out = NO_FIGURES;
+    w.observe(&on(1, 7, 0), 0, &mut out);
+    // Partition 0 runs an hour ahead (replayed after a restart, say): partition 1's callee
+    // keeps its window, because partition 1's own clock has not moved.
+    w.observe(&on(0, 8, 60 * MIN), 1, &mut out);
+    assert_eq!(w.expire_idle(), 0);
+    w.observe(&on(1, 7, 5 * MIN), 2, &mut out);
+    assert_eq!(out[0], 2.0);
+    // Once partition 1's clock passes the window and the lateness, the key goes.
+    w.observe(&on(1, 9, 16 * MIN + 1), 3, &mut out);
+    assert_eq!(w.expire_idle(), 1);
 }

@@ -151,15 +151,19 @@ pub(super) struct KeyWindow {
     calls: Calls,
     /// The latest event time seen for this key: the windows end here.
     pub latest: i64,
+    /// The slot of the input partition whose clock this key expires by (see
+    /// `Windows::expire_idle`).
+    pub clock: u16,
     /// One per feature of the side; sides rarely have more than one feature.
     running: SmallVec<[Running; 1]>,
 }
 
 impl KeyWindow {
-    pub fn new(features: usize) -> KeyWindow {
+    pub fn new(features: usize, clock: u16) -> KeyWindow {
         KeyWindow {
             calls: Calls::default(),
             latest: i64::MIN,
+            clock,
             running: (0..features).map(|_| Running::default()).collect(),
         }
     }

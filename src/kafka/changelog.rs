@@ -23,15 +23,14 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use tracing::info;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::store::{self, Changelog, EndIsNotAnError, Reader};
+use super::store::{self, Changelog, Reader};
 use crate::dispatch::{Dispatcher, OpenTask};
 
 pub use super::store::MIN_COMPACTION_LAG;
@@ -124,7 +123,7 @@ pub fn restore(
         return Ok(found);
     }
     let reader = Reader::new(consumer_config, WHAT, topic)?;
-    let resume_at = resume_offsets(reader.consumer(), input_topic, partitions, timeout)?;
+    let resume_at = reader.resume_offsets(input_topic, partitions, timeout)?;
     let started = Instant::now();
     let mut latest: FxHashMap<(i32, u64), OpenTask> = FxHashMap::default();
     reader.read_to_end(partitions, timeout, |m| {
@@ -164,39 +163,6 @@ pub fn restore(
         "restored open tasks"
     );
     Ok(found)
-}
-
-/// Where the group resumes each of `partitions` of `input_topic`: its committed offset, or
-/// the partition's first offset when nothing is committed (`auto.offset.reset=earliest`).
-fn resume_offsets(
-    consumer: &BaseConsumer<EndIsNotAnError>,
-    input_topic: &str,
-    partitions: &[i32],
-    timeout: Duration,
-) -> Result<FxHashMap<i32, i64>, ChangelogError> {
-    let err = |source| ChangelogError::Committed {
-        topic: input_topic.into(),
-        source,
-    };
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition(input_topic, *p);
-    }
-    let committed = consumer.committed_offsets(tpl, timeout).map_err(err)?;
-    let mut out = FxHashMap::default();
-    for e in committed.elements() {
-        let at = match e.offset() {
-            Offset::Offset(o) => o,
-            _ => {
-                consumer
-                    .fetch_watermarks(input_topic, e.partition(), timeout)
-                    .map_err(err)?
-                    .0
-            }
-        };
-        out.insert(e.partition(), at);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

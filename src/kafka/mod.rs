@@ -16,6 +16,7 @@ pub mod lists;
 pub mod offsets;
 pub mod processor;
 pub mod store;
+pub mod window_replay;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

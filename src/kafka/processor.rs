@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::offsets::PartitionOffsets;
-use super::{changelog, consumer_config, producer_config, KafkaSetupError};
+use super::{changelog, consumer_config, producer_config, window_replay, KafkaSetupError};
 use crate::config::KafkaConfig;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -477,6 +477,19 @@ impl ConsumerContext for ConsumerCtx {
                         error = %e,
                         "open tasks not restored; repeat calls on these partitions may get a second task"
                     ),
+                }
+                // After the open tasks: the windows take their last-task times from them.
+                if let Err(e) = window_replay::replay(
+                    &s.restore_config,
+                    &s.input_topic,
+                    &new,
+                    &s.pipeline,
+                    s.restore_timeout,
+                ) {
+                    warn!(
+                        error = %e,
+                        "feature windows not rebuilt; figures on these partitions start from the calls read from now on"
+                    );
                 }
                 s.generation.fetch_add(1, Ordering::Release);
                 info!(partitions = ?assigned, restored = ?new, dropped_open_tasks = dropped, "partitions assigned");

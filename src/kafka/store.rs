@@ -16,8 +16,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -243,32 +244,53 @@ impl Reader {
         &self,
         partitions: &[i32],
         timeout: Duration,
+        f: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<Vec<i32>, StoreError> {
+        let ranges: Vec<(i32, Offset, i64)> = partitions
+            .iter()
+            .map(|p| (*p, Offset::Beginning, i64::MAX))
+            .collect();
+        self.read_ranges(&ranges, timeout, f)
+    }
+
+    /// Reads each `(partition, from, until)`: from `from` up to the record before offset
+    /// `until` (or the partition's end), handing each record to `f` in log order; as
+    /// [`Reader::read_to_end`] otherwise.
+    pub fn read_ranges(
+        &self,
+        ranges: &[(i32, Offset, i64)],
+        timeout: Duration,
         mut f: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<Vec<i32>, StoreError> {
-        if partitions.is_empty() {
-            return Ok(Vec::new());
-        }
         let err = |source| StoreError::Restore {
             what: self.what,
             topic: self.topic.clone(),
             source,
         };
         let mut assignment = TopicPartitionList::new();
-        for p in partitions {
+        let mut remaining = Vec::new();
+        for &(p, from, until) in ranges {
+            if matches!(from, Offset::Offset(o) if o >= until) {
+                continue;
+            }
             assignment
-                .add_partition_offset(&self.topic, *p, Offset::Beginning)
+                .add_partition_offset(&self.topic, p, from)
                 .map_err(err)?;
+            remaining.push(p);
         }
+        if remaining.is_empty() {
+            return Ok(remaining);
+        }
+        let until = |p: i32| ranges.iter().find(|r| r.0 == p).map_or(i64::MAX, |r| r.2);
         self.consumer.assign(&assignment).map_err(err)?;
         let started = Instant::now();
-        let mut remaining = partitions.to_vec();
         while !remaining.is_empty() {
             if started.elapsed() > timeout {
                 warn!(
                     topic = %self.topic,
                     what = self.what,
                     partitions_unfinished = ?remaining,
-                    "changelog restore timed out; going on with what was read"
+                    "restore timed out; going on with what was read"
                 );
                 break;
             }
@@ -279,11 +301,53 @@ impl Reader {
                     warn!(topic = %self.topic, what = self.what, error = %e, "consume error while restoring; retrying");
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Some(Ok(m)) => f(&m),
+                Some(Ok(m)) => {
+                    let end = until(m.partition());
+                    if m.offset() < end {
+                        f(&m);
+                    }
+                    if m.offset() + 1 >= end {
+                        remaining.retain(|r| *r != m.partition());
+                    }
+                }
             }
         }
         let _ = self.consumer.unassign();
         Ok(remaining)
+    }
+
+    /// Where a consumer group resumes each of `partitions` of `topic`: its committed
+    /// offset, or the partition's first offset when nothing is committed
+    /// (`auto.offset.reset=earliest`).
+    pub fn resume_offsets(
+        &self,
+        group_topic: &str,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<FxHashMap<i32, i64>, StoreError> {
+        let err = |source| StoreError::Committed {
+            topic: group_topic.into(),
+            source,
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(group_topic, *p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, timeout).map_err(err)?;
+        let mut out = FxHashMap::default();
+        for e in committed.elements() {
+            let at = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => {
+                    self.consumer
+                        .fetch_watermarks(group_topic, e.partition(), timeout)
+                        .map_err(err)?
+                        .0
+                }
+            };
+            out.insert(e.partition(), at);
+        }
+        Ok(out)
     }
 }
 

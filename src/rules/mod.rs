@@ -303,35 +303,56 @@ impl RuleSet {
 
     /// Adds the event to `windows` (the state of this rule set's features; see
     /// [`Windows::new`]) and scores it with the figures it then sees, which are returned
-    /// for the reasons. `task` is the id of the task the event would make.
+    /// for the reasons. `task` is the id of the task the event would make; `partition` the
+    /// input partition it came from.
     pub fn score_with(
         &self,
         event: &Event<'_>,
         windows: &Windows,
         task: TaskId,
+        partition: i32,
     ) -> (Score, Figures) {
         let mut ctx = self.context(event);
-        let mut figures = NO_FIGURES;
-        if !windows.is_empty() {
-            let mut filters = 0u16;
-            for (index, node) in &self.filters {
-                if self.arena.eval_root(node, &ctx) {
-                    filters |= 1 << index;
-                }
-            }
-            let own = task.short();
-            let call = CallFacts {
-                at_ms: event.occurred_at_ms,
-                event: own,
-                caller: callee_key(&event.caller_number),
-                callee: callee_key(&event.callee_number),
-                duration_s: event.call_duration_s,
-                filters,
-            };
-            windows.observe(&call, own, &mut figures);
-            ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(&figures);
-        }
+        let figures = self.observe_ctx(&ctx, event, windows, task, partition);
+        ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(&figures);
         (self.score_ctx(&ctx), figures)
+    }
+
+    /// Adds the event to `windows` without scoring it: rebuilding the windows from history.
+    pub fn observe(&self, event: &Event<'_>, windows: &Windows, task: TaskId, partition: i32) {
+        self.observe_ctx(&self.context(event), event, windows, task, partition);
+    }
+
+    fn observe_ctx(
+        &self,
+        ctx: &Ctx,
+        event: &Event<'_>,
+        windows: &Windows,
+        task: TaskId,
+        partition: i32,
+    ) -> Figures {
+        let mut figures = NO_FIGURES;
+        if windows.is_empty() {
+            return figures;
+        }
+        let mut filters = 0u16;
+        for (index, node) in &self.filters {
+            if self.arena.eval_root(node, ctx) {
+                filters |= 1 << index;
+            }
+        }
+        let own = task.short();
+        let call = CallFacts {
+            at_ms: event.occurred_at_ms,
+            event: own,
+            caller: callee_key(&event.caller_number),
+            callee: callee_key(&event.callee_number),
+            duration_s: event.call_duration_s,
+            filters,
+            partition,
+        };
+        windows.observe(&call, own, &mut figures);
+        figures
     }
 
     /// Scores with the given figures, keeping no windows: the tests' way to set figures.
