@@ -109,6 +109,20 @@ fn national_form(n: String) -> Result<String, PhoneError> {
     }
 }
 
+/// Whether `b` is already canonical: a mainland mobile, a landline with its trunk `0`, or an
+/// international number other than +86. Checked without allocating: callers are often
+/// landlines or abroad, and lists look every caller up.
+fn is_canonical_form(b: &[u8]) -> bool {
+    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+    match b {
+        [b'+', rest @ ..] => {
+            (8..=15).contains(&rest.len()) && digits(rest) && !rest.starts_with(b"86")
+        }
+        [b'0', second, ..] => *second != b'0' && (10..=12).contains(&b.len()) && digits(b),
+        _ => is_canonical_mobile(b),
+    }
+}
+
 /// Whether `b` is already a canonical mainland mobile: the common case, checked inline by
 /// callers before [`canonical`].
 #[inline]
@@ -126,7 +140,7 @@ pub fn is_canonical_mobile(b: &[u8]) -> bool {
 /// per lookup.
 pub fn list_key(raw: &str) -> Option<u64> {
     let hash = |b: &[u8]| xxhash_rust::xxh3::xxh3_64(b);
-    if is_canonical_mobile(raw.as_bytes()) {
+    if is_canonical_form(raw.as_bytes()) {
         return Some(hash(raw.as_bytes()));
     }
     if let Ok(c) = canonical(raw) {
@@ -217,6 +231,17 @@ mod tests {
         assert_eq!(list_key("955-88"), list_key("95588"));
         assert!(list_key("95588").is_some() && list_key("110") != list_key("95588"));
         assert_eq!(list_key("call me"), None);
+        // The allocation-free path agrees with the canonical form.
+        for raw in ["+85251234567", "02212345678", "075523456789", "13912345678"] {
+            assert!(is_canonical_form(raw.as_bytes()), "{raw}");
+            assert_eq!(canonical(raw).unwrap(), raw);
+        }
+        for raw in ["+8613912345678", "0085251234567", "0221234567"] {
+            assert!(
+                !is_canonical_form(raw.as_bytes()) || canonical(raw).unwrap() == raw,
+                "{raw}"
+            );
+        }
         assert_eq!(list_key("12"), None);
     }
 }
