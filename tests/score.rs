@@ -2,6 +2,7 @@
 //! sample rules): exact levels, grids and assignees, worked out by hand from
 //! config/rules.toml, config/grid/ and the dispatch settings.
 
+use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -517,11 +518,36 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
         ),
         (Some(60), Some(true))
     );
+    // The lists with their sizes, the features with their windows.
+    let official = v["lists"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "official_numbers")
+        .unwrap();
+    assert_eq!(official["entries"], 11);
+    let flagged = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "flagged_callers_1h")
+        .unwrap();
+    assert_eq!(
+        (&flagged["key"], &flagged["aggregate"], &flagged["window"]),
+        (&json!("callee"), &json!("distinct"), &json!("1h"))
+    );
+    assert_eq!(v["windows"]["allowed_lateness"], "2m");
     let table = String::from_utf8(dissuade(&["rules"], b"").stdout).unwrap();
     assert!(
         table
             .lines()
             .any(|l| l.starts_with("blacklisted_caller") && l.contains("60")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("official_numbers") && l.contains("11 entries")),
         "{table}"
     );
 }
