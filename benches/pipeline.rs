@@ -144,7 +144,10 @@ fn score(c: &mut Criterion) {
                 e.occurred_at_ms += pass * span_ms;
                 let task =
                     TaskId::for_event_of(&e.event_id, callee_key(&e.callee_number) ^ pass as u64);
-                let total = sample.score_with(black_box(&e), &windows, task, 0).0.total;
+                let total = sample
+                    .score_with(black_box(&e), &windows, task, 0, None)
+                    .0
+                    .total;
                 i += 1;
                 if i == events.len() {
                     (i, pass) = (0, pass + 1);

@@ -338,6 +338,13 @@ pub struct KafkaConfig {
     /// Additions to and removals from the rule set's number lists while running, read by
     /// every instance from the beginning (see `kafka::lists`).
     pub lists_topic: String,
+    /// Used only when an enabled rule reads a caller-side window: the input rekeyed by the
+    /// caller's number, so that all of a caller's calls meet in one partition (see
+    /// `kafka::by_caller`).
+    pub by_caller_topic: String,
+    /// The input with each call's caller-side figures in a header, keyed and partitioned as
+    /// the input; the processor reads it in place of the input when caller windows are used.
+    pub with_caller_figures_topic: String,
     /// Partitions for topics the service creates itself (embedded broker, `--create-topics`).
     pub partitions: i32,
     /// Replication factor of topics the service creates; absent: the cluster's default
@@ -384,6 +391,8 @@ impl Default for KafkaConfig {
             feedback_dlq_topic: "dissuasion-feedback.dlq".into(),
             lifecycle_topic: "dissuade.task-lifecycle".into(),
             lists_topic: "dissuade.number-lists".into(),
+            by_caller_topic: "dissuade.by-caller".into(),
+            with_caller_figures_topic: "dissuade.with-caller-figures".into(),
             partitions: 4,
             replication_factor: None,
             restore_timeout: Duration::from_secs(60),
@@ -684,6 +693,11 @@ impl Config {
             ("kafka.feedback_dlq_topic", &k.feedback_dlq_topic),
             ("kafka.lifecycle_topic", &k.lifecycle_topic),
             ("kafka.lists_topic", &k.lists_topic),
+            ("kafka.by_caller_topic", &k.by_caller_topic),
+            (
+                "kafka.with_caller_figures_topic",
+                &k.with_caller_figures_topic,
+            ),
         ] {
             if topic.trim().is_empty() {
                 problems.push(format!("{name}: must not be empty"));
@@ -698,11 +712,13 @@ impl Config {
             &k.feedback_dlq_topic,
             &k.lifecycle_topic,
             &k.lists_topic,
+            &k.by_caller_topic,
+            &k.with_caller_figures_topic,
         ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
             problems.push(
                 "kafka: input, task, dead-letter, state, feedback, feedback dead-letter, \
-                 lifecycle and lists topics must differ"
+                 lifecycle, lists, by-caller and with-caller-figures topics must differ"
                     .into(),
             );
         }
@@ -1304,7 +1320,7 @@ mod tests {
             "lifecycle.unknown_task_grace: must be longer than zero",
             "lifecycle.max_tracked: must be at least 1",
             "lifecycle.centre_desk: must name",
-            "lifecycle and lists topics must differ",
+            "by-caller and with-caller-figures topics must differ",
         ] {
             assert!(err.contains(key), "{key} in {err}");
         }

@@ -138,6 +138,8 @@ pub struct Metrics {
     list_changes: IntCounterVec,
     /// Entries on each number list now.
     list_entries: IntGaugeVec,
+    /// Records passed on by the by-caller stages, by stage and outcome.
+    by_caller_records: IntCounterVec,
     /// Keys and calls held in the feature windows, by side (caller, callee).
     pub window_keys: IntGaugeVec,
     pub window_calls: IntGaugeVec,
@@ -551,6 +553,13 @@ impl Metrics {
         for result in crate::kafka::lists::Applied::ALL {
             list_changes.with_label_values(&[result.as_str()]);
         }
+        let by_caller_records = counter_vec(
+            "dissuade_by_caller_records_total",
+            "Records passed on by the by-caller stages (only when a rule reads a caller-side \
+             window): stage rekey or callers; outcome forwarded, or invalid (not an event: \
+             sent on to the processor, which dead-letters it).",
+            &["stage", "outcome"],
+        );
         let list_entries = gauge_vec(
             "dissuade_list_entries",
             "Entries on each number list now (its file and the changes since).",
@@ -682,6 +691,7 @@ impl Metrics {
                 "Input partitions assigned to this instance.",
             ),
             list_changes,
+            by_caller_records,
             list_entries,
             window_late: window_calls.with_label_values(&["late"]),
             window_duplicates: window_calls.with_label_values(&["duplicate"]),
@@ -717,6 +727,13 @@ impl Metrics {
     pub fn list_change(&self, result: crate::kafka::lists::Applied) {
         self.list_changes
             .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Counts one record passed on by a by-caller stage.
+    pub fn by_caller_record(&self, stage: &str, outcome: &str) {
+        self.by_caller_records
+            .with_label_values(&[stage, outcome])
             .inc();
     }
 

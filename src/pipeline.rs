@@ -150,6 +150,8 @@ pub struct Pipeline {
     dispatcher: Dispatcher,
     /// The state of the rule set's windowed features.
     windows: Windows,
+    /// Set when the by-caller stage computes the caller figures (the windows then keep none).
+    caller_figures_in_records: bool,
     dispatch: DispatchConfig,
     scripts: ScriptsConfig,
 }
@@ -167,6 +169,7 @@ impl Pipeline {
             input,
             dispatcher: Dispatcher::new(dispatch.suppression_window, dispatch.max_open),
             windows: Windows::new(rules.features(), rules.window_limits()),
+            caller_figures_in_records: false,
             rules,
             grid,
             cells,
@@ -223,6 +226,24 @@ impl Pipeline {
         &self.windows
     }
 
+    /// Leaves the caller-side windows to the by-caller stage (`kafka::by_caller`), whose
+    /// figures then come with each record. False, and nothing changed, when no enabled rule
+    /// reads a caller-side window.
+    pub fn take_caller_figures_from_records(&mut self) -> bool {
+        if !self.windows.keeps_callers() {
+            return false;
+        }
+        self.windows = Windows::without_callers(self.rules.features(), self.rules.window_limits());
+        self.caller_figures_in_records = true;
+        true
+    }
+
+    /// Whether each record brings its caller figures (see
+    /// [`Pipeline::take_caller_figures_from_records`]).
+    pub fn caller_figures_in_records(&self) -> bool {
+        self.caller_figures_in_records
+    }
+
     /// The suppression window: one open task per person within it.
     pub fn dispatch_window(&self) -> std::time::Duration {
         self.dispatch.suppression_window
@@ -243,34 +264,33 @@ impl Pipeline {
         now_ms: i64,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        self.process_timed(payload, None, partition, now_ms, out, &mut NoTimer)
+        self.process_timed(payload, None, None, partition, now_ms, out, &mut NoTimer)
     }
 
-    /// [`Pipeline::process`] for a record with `key`, reporting the end of each stage to
-    /// `timer`.
+    /// [`Pipeline::process`] for a record with `key` and, when the by-caller stage computed
+    /// them, its caller figures; reports the end of each stage to `timer`.
+    #[allow(clippy::too_many_arguments)]
     pub fn process_timed(
         &self,
         payload: &[u8],
         key: Option<&[u8]>,
+        caller_figures: Option<&Figures>,
         partition: i32,
         now_ms: i64,
         out: &mut Vec<u8>,
         timer: &mut impl StageTimer,
     ) -> Outcome {
-        let event = match Event::decode_with(payload, &self.input.limits()) {
+        let event = match self.admit(payload, now_ms) {
             Ok(e) => e,
             Err(e) => return Outcome::Rejected(e),
         };
-        if let Err(e) = self.check_time(&event, now_ms) {
-            return Outcome::Rejected(e);
-        }
         timer.lap(Stage::Decode);
-        let (score, figures) = if self.windows.is_empty() {
+        let (score, figures) = if self.windows.is_empty() && caller_figures.is_none() {
             (self.rules.score(&event), NO_FIGURES)
         } else {
             let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
             self.rules
-                .score_with(&event, &self.windows, task_id, partition)
+                .score_with(&event, &self.windows, task_id, partition, caller_figures)
         };
         timer.lap(Stage::Score);
         let action = self.act(&event, &score, &figures, partition, now_ms, out, timer);
@@ -289,16 +309,21 @@ impl Pipeline {
     /// assigned) to the feature windows, as processing it did, without scoring it or making
     /// anything of it. False when it is not a valid event (it was dead-lettered then).
     pub fn replay_into_windows(&self, payload: &[u8], partition: i32, now_ms: i64) -> bool {
-        let Ok(event) = Event::decode_with(payload, &self.input.limits()) else {
+        let Ok(event) = self.admit(payload, now_ms) else {
             return false;
         };
-        if self.check_time(&event, now_ms).is_err() {
-            return false;
-        }
         let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
         self.rules
             .observe(&event, &self.windows, task_id, partition);
         true
+    }
+
+    /// Decodes a record and checks its time: the event processing would score, or why it
+    /// would dead-letter the record.
+    pub fn admit<'a>(&self, payload: &'a [u8], now_ms: i64) -> Result<Event<'a>, EventError> {
+        let event = Event::decode_with(payload, &self.input.limits())?;
+        self.check_time(&event, now_ms)?;
+        Ok(event)
     }
 
     /// Rejects events dated too far ahead of `now_ms` (or, when configured, too far behind):

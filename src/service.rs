@@ -72,7 +72,10 @@ impl Service {
         shutdown: CancellationToken,
         clock: Clock,
     ) -> Result<Service, ServiceError> {
-        let (pipeline, warnings) = Pipeline::load(config)?;
+        let (mut pipeline, warnings) = Pipeline::load(config)?;
+        // Caller-side windows need the calls grouped by caller: the processor then starts the
+        // by-caller stages in front of it (`kafka::by_caller`).
+        pipeline.take_caller_figures_from_records();
         let pipeline = Arc::new(pipeline);
         let health = Arc::new(Health::default());
         health.config_loaded.store(true, Ordering::Relaxed);

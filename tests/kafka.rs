@@ -593,3 +593,236 @@ async fn feature_windows_are_rebuilt_from_the_input_after_a_restart() {
         "Caller 137****1234 called 5 different people aged 60+ within 10 minutes."
     );
 }
+
+/// Produces each `(partition, key, payload)` to its partition and waits for the deliveries.
+async fn produce_to(bootstrap: &str, topic: &str, records: &[(i32, String, Vec<u8>)]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in records {
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .partition(*partition)
+                    .key(key.as_str())
+                    .payload(payload.as_slice()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+}
+
+/// A caller's bursts over eight input partitions and two instances: the by-caller stages
+/// gather the calls of one caller wherever their callees' partitions are, so the fifth
+/// elderly person called makes the task. The first burst is decisive: its first four calls
+/// go to partitions 0, 2, 4 and 6 and the fifth to 1, so with the range or the round-robin
+/// assignor the instance scoring the fifth processed at most two of the others (checked:
+/// with each instance keeping caller windows of its own, this fails). The second burst has
+/// an instance leave and another join in its middle.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callers_burst_is_seen_whole_across_partitions_instances_and_a_rebalance() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 8);
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let rules = std::fs::read_to_string(root.join("rules.toml"))
+        .unwrap()
+        .replace("score = 45\nenabled = false\n", "score = 45\n")
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/lists/", root.display()),
+        );
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    cfg.rules.path = dir.path().join("rules.toml");
+    create_topics(&cfg).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let call = |burst: &str, caller: &str, i: i64, partition: i32| {
+        let callee = format!("139{burst}{i:06}");
+        let payload = format!(
+            r#"{{"event_id":"{burst}-{i}","occurred_at":{},"caller_number":"{caller}","callee_number":"{callee}","call_duration_s":60,"callee_age":70,"callee_location":{{"lon":117.196623,"lat":39.132584}}}}"#,
+            now - 300_000 + i * 30_000
+        );
+        (partition, callee, payload.into_bytes())
+    };
+    let consumed = |instances: &[&RunningProcessor]| {
+        instances
+            .iter()
+            .map(|r| r.metrics.events_consumed.get())
+            .sum::<u64>()
+    };
+    // Waits until the processors have consumed `n` records and share the eight partitions,
+    // each holding some.
+    let settle = |instances: &[&RunningProcessor], n: u64| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let assigned: Vec<usize> = instances
+                .iter()
+                .map(|r| {
+                    r.health
+                        .partitions_assigned
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                })
+                .collect();
+            let settled = assigned.iter().all(|a| *a > 0) && assigned.iter().sum::<usize>() == 8;
+            if settled && consumed(instances) >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} calls processed, partitions {assigned:?}",
+                consumed(instances)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let bootstrap = broker.bootstrap();
+    let input = cfg.kafka.input_topic.clone();
+    let task_ids = |n: usize| -> Vec<(String, String)> {
+        let tasks = consume_settled(&broker.bootstrap(), &cfg.kafka.task_topic, n, WAIT);
+        let mut seen: Vec<(String, String)> = tasks
+            .iter()
+            .map(|m| {
+                let t: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                (
+                    t["event_id"].as_str().unwrap().to_owned(),
+                    t["reasons"][0]["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        // Redelivered copies of a task are the same task.
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+
+    // One call at a time, each through to the processor before the next: the figure each
+    // call sees is then the one a single uninterrupted instance would compute.
+    let a = RunningProcessor::start(&cfg);
+    let b = RunningProcessor::start(&cfg);
+    settle(&[&a, &b], 0);
+    for (i, partition) in [(1, 0), (2, 2), (3, 4), (4, 6), (5, 1)] {
+        let before = consumed(&[&a, &b]);
+        produce_to(
+            &bootstrap,
+            &input,
+            &[call("01", "13700005678", i, partition)],
+        )
+        .await;
+        settle(&[&a, &b], before + 1);
+    }
+    assert_eq!(
+        task_ids(1),
+        [(
+            "01-5".to_string(),
+            "Caller 137****5678 called 5 different people aged 60+ within 10 minutes.".to_string()
+        )],
+        "the fifth call of the first burst makes the one task"
+    );
+
+    // The second burst: three calls, an instance leaves, one call, another joins, one call.
+    for (i, partition) in [(1, 3), (2, 5), (3, 7)] {
+        let before = consumed(&[&a, &b]);
+        produce_to(
+            &bootstrap,
+            &input,
+            &[call("02", "13700009999", i, partition)],
+        )
+        .await;
+        settle(&[&a, &b], before + 1);
+    }
+    a.stop();
+    let before = b.metrics.events_consumed.get();
+    produce_to(&bootstrap, &input, &[call("02", "13700009999", 4, 0)]).await;
+    settle(&[&b], before + 1);
+    let c = RunningProcessor::start(&cfg);
+    settle(&[&b, &c], 0);
+    produce_to(&bootstrap, &input, &[call("02", "13700009999", 5, 2)]).await;
+    let tasks = task_ids(2);
+    b.stop();
+    c.stop();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert_eq!(tasks[1].0, "02-5");
+    assert_eq!(
+        tasks[1].1,
+        "Caller 137****9999 called 5 different people aged 60+ within 10 minutes."
+    );
+}
+
+/// `seconds_since_last_task` after a restart, for a task closed long before: the open-task
+/// changelog keeps each person's last task, and the restore hands it to the windows. (Before,
+/// only tasks still open were known after a restart, so this fired only without one.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_last_task_is_remembered_across_a_restart_after_it_closed() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let rules = std::fs::read_to_string(root.join("rules.toml"))
+        .unwrap()
+        .replace("score = 25\nenabled = false\n", "score = 25\n")
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/lists/", root.display()),
+        );
+    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+    cfg.rules.path = dir.path().join("rules.toml");
+    create_topics(&cfg).await;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let callee = "13800000456".to_string();
+    let call = |id: &str, at: i64| {
+        let payload = format!(
+            r#"{{"event_id":"{id}","occurred_at":{at},"caller_number":"+85251234567","callee_number":"{callee}","call_duration_s":742,"caller_flags":["overseas","spoofed_official"],"fraud_type_hint":"impersonate_police","callee_age":71,"callee_location":{{"lon":117.196623,"lat":39.132584}}}}"#
+        );
+        (callee.clone(), payload.into_bytes())
+    };
+    // Two hours ago: a task, closed long since (the suppression window is 30 minutes).
+    let first = RunningProcessor::start(&cfg);
+    produce(
+        &broker.bootstrap(),
+        &cfg.kafka.input_topic,
+        &[call("before", now - 7_200_000)],
+    )
+    .await;
+    assert!(first.wait_consumed(1, WAIT));
+    assert_eq!(
+        consume(&broker.bootstrap(), &cfg.kafka.task_topic, 1, WAIT).len(),
+        1
+    );
+    first.stop();
+
+    let second = RunningProcessor::start(&cfg);
+    produce(
+        &broker.bootstrap(),
+        &cfg.kafka.input_topic,
+        &[call("again", now)],
+    )
+    .await;
+    assert!(second.wait_consumed(1, WAIT));
+    let tasks = consume(&broker.bootstrap(), &cfg.kafka.task_topic, 2, WAIT);
+    second.stop();
+    assert_eq!(tasks.len(), 2);
+    let task: serde_json::Value = serde_json::from_slice(tasks[1].payload().unwrap()).unwrap();
+    assert_eq!(task["event_id"], "again");
+    let reasons: Vec<&str> = task["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    assert!(
+        reasons
+            .contains(&"A flagged number called again 7200 s after the last task for this person."),
+        "{reasons:?}"
+    );
+}

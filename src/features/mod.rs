@@ -238,6 +238,54 @@ impl Windows {
         }
     }
 
+    /// The windows of the by-caller stage (see `kafka::by_caller`): only the caller-side
+    /// features of `specs`, fed by [`Windows::observe_by_caller`].
+    ///
+    /// They are kept as the callee side of their own `Windows`, because that side is keyed,
+    /// clocked and expired per partition, which is what caller windows partitioned by the
+    /// by-caller topic need; `observe_by_caller` hands the call over with its two parties
+    /// swapped, and the figures land at the features' own indexes.
+    pub fn for_callers(specs: &[FeatureSpec], limits: WindowLimits) -> Windows {
+        let swapped: Vec<FeatureSpec> = specs
+            .iter()
+            .map(|s| FeatureSpec {
+                used: s.used && s.key == KeySide::Caller,
+                key: KeySide::Callee,
+                ..s.clone()
+            })
+            .collect();
+        Windows::new(&swapped, limits)
+    }
+
+    /// The windows of `specs` without the caller side: the processor's, when caller figures
+    /// arrive with each record from the by-caller stage.
+    pub fn without_callers(specs: &[FeatureSpec], limits: WindowLimits) -> Windows {
+        let callee_only: Vec<FeatureSpec> = specs
+            .iter()
+            .map(|s| FeatureSpec {
+                used: s.used && s.key == KeySide::Callee,
+                ..s.clone()
+            })
+            .collect();
+        Windows::new(&callee_only, limits)
+    }
+
+    /// Whether caller-side features are kept here.
+    pub fn keeps_callers(&self) -> bool {
+        !self.caller.features.is_empty()
+    }
+
+    /// Adds a call to the caller windows of [`Windows::for_callers`] and writes the caller
+    /// figures into `out`. `call.partition` is the by-caller topic's partition.
+    pub fn observe_by_caller(&self, call: &CallFacts, out: &mut Figures) {
+        let swapped = CallFacts {
+            caller: call.callee,
+            callee: call.caller,
+            ..*call
+        };
+        self.observe(&swapped, call.event, out);
+    }
+
     /// Whether no feature is kept (then [`Windows::observe`] does nothing).
     pub fn is_empty(&self) -> bool {
         self.caller.features.is_empty()

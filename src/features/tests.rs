@@ -296,3 +296,58 @@ fn callee_keys_expire_by_their_own_partitions_clock() {
     w.observe(&on(1, 9, 16 * MIN + 1), 3, &mut out);
     assert_eq!(w.expire_idle(), 1);
 }
+
+#[test]
+fn split_into_the_by_caller_stage_and_the_processor_the_figures_are_the_same() {
+    // 0: distinct elderly callees of the caller (10 min); 1: calls the callee received (10
+    // min); 2: the caller's total call seconds (10 min).
+    let specs = [
+        spec("elderly", KeySide::Caller, Aggregate::Distinct, 10, true),
+        spec("received", KeySide::Callee, Aggregate::Count, 10, false),
+        spec(
+            "seconds",
+            KeySide::Caller,
+            Aggregate::SumDurationS,
+            10,
+            false,
+        ),
+    ];
+    let local = Windows::new(&specs, limits(60, 100));
+    let callers = Windows::for_callers(&specs, limits(60, 100));
+    let processor = Windows::without_callers(&specs, limits(60, 100));
+    assert!(local.keeps_callers() && !callers.is_empty() && !processor.keeps_callers());
+    // Caller 7 calls callees 1, 2, 1, 3 (elderly but 3); caller 8 calls callee 1.
+    let calls = [
+        call(1, 7, 1, 0, 60.0, true),
+        call(2, 7, 2, MIN, 30.0, true),
+        call(3, 8, 1, 2 * MIN, 10.0, true),
+        call(4, 7, 1, 3 * MIN, 20.0, true),
+        call(5, 7, 3, 4 * MIN, 40.0, false),
+    ];
+    let want = [
+        [1.0, 1.0, 60.0],
+        [2.0, 1.0, 90.0],
+        [1.0, 2.0, 10.0],
+        [2.0, 3.0, 110.0],
+        [2.0, 1.0, 150.0],
+    ];
+    for (c, want) in calls.iter().zip(want) {
+        let all = figures(&local, *c);
+        let mut by_caller = NO_FIGURES;
+        callers.observe_by_caller(c, &mut by_caller);
+        let own = figures(&processor, *c);
+        assert_eq!(&all[..3], &want, "event {}", c.event);
+        assert_eq!(
+            (by_caller[0], by_caller[2]),
+            (want[0], want[2]),
+            "event {}",
+            c.event
+        );
+        assert!(by_caller[1].is_nan(), "the stage keeps no callee figure");
+        assert_eq!(own[1], want[1], "event {}", c.event);
+        assert!(
+            own[0].is_nan() && own[2].is_nan(),
+            "the processor keeps no caller figure"
+        );
+    }
+}

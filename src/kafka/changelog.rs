@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{self, Changelog, Reader};
 use crate::dispatch::{Dispatcher, OpenTask};
+use crate::features::Windows;
 
 pub use super::store::MIN_COMPACTION_LAG;
 
@@ -113,6 +114,7 @@ pub fn restore(
     topic: &str,
     partitions: &[i32],
     dispatcher: &Dispatcher,
+    windows: &Windows,
     timeout: Duration,
 ) -> Result<Restored, ChangelogError> {
     let mut found = Restored::default();
@@ -148,6 +150,9 @@ pub fn restore(
         }
     })?;
     for ((partition, callee), task) in latest {
+        // Every person's last task, even one long closed (compaction keeps it): what
+        // `seconds_since_last_task` measures from. The dispatcher keeps the open ones.
+        windows.task_made(callee, task.opened_at_ms, task.task_id.short());
         dispatcher.restore(partition, callee, task);
     }
     // Entries already past their window on the partition's own clock go straight away.

@@ -6,6 +6,7 @@
 //! here, so ops can use `security.protocol`, `sasl.*` and `ssl.*` without a code change.
 
 pub mod bench;
+pub mod by_caller;
 pub mod changelog;
 pub mod dead_letter;
 #[cfg(feature = "embedded-broker")]
@@ -43,6 +44,8 @@ pub enum KafkaSetupError {
     State(#[source] changelog::ChangelogError),
     #[error("task lifecycle: {0}")]
     Lifecycle(#[source] store::StoreError),
+    #[error("by-caller stage topics: {0}")]
+    ByCaller(#[source] store::StoreError),
     #[error("starting the consumer thread: {0}")]
     Thread(#[source] std::io::Error),
 }

@@ -35,8 +35,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::offsets::PartitionOffsets;
-use super::{changelog, consumer_config, producer_config, window_replay, KafkaSetupError};
+use super::{
+    by_caller, changelog, consumer_config, producer_config, window_replay, KafkaSetupError,
+};
 use crate::config::KafkaConfig;
+use crate::features::Figures;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Action, Laps, NoTimer, Outcome, Pipeline, Stage};
@@ -470,6 +473,7 @@ impl ConsumerContext for ConsumerCtx {
                     &s.state_topic,
                     &new,
                     dispatcher,
+                    s.pipeline.windows(),
                     s.restore_timeout,
                 ) {
                     Ok(r) => s.metrics.state_restored.inc_by(r.records),
@@ -515,6 +519,8 @@ struct Record {
     offset: i64,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
+    /// From the by-caller stage, when the rules read caller-side windows.
+    caller_figures: Option<Figures>,
     offsets: Tracker,
 }
 
@@ -522,22 +528,35 @@ struct Record {
 /// drain and final commit.
 pub struct ProcessorHandle {
     thread: JoinHandle<Result<(), String>>,
+    stages: Option<by_caller::Stages>,
 }
 
 impl ProcessorHandle {
+    /// Waits for the processor and its by-caller stages, if any (after the shutdown token
+    /// is cancelled).
     pub fn join(self) -> Result<(), String> {
-        self.thread
+        let processed = self
+            .thread
             .join()
-            .unwrap_or_else(|_| Err("processor thread panicked".into()))
+            .unwrap_or_else(|_| Err("processor thread panicked".into()));
+        let staged = self.stages.map_or(Ok(()), by_caller::Stages::join);
+        processed.and(staged)
     }
 
+    /// Whether the processor or one of its stages has stopped.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
+            || self
+                .stages
+                .as_ref()
+                .is_some_and(by_caller::Stages::is_finished)
     }
 }
 
 /// Starts the processor: creates the state topic when missing, then subscribes to the input
-/// topic as a member of the configured group.
+/// topic as a member of the configured group. When `pipeline` takes its caller figures from
+/// the records ([`Pipeline::take_caller_figures_from_records`]), the by-caller stages are
+/// started first and the processor reads their output in place of the input.
 pub fn spawn(
     cfg: &KafkaConfig,
     bootstrap: &str,
@@ -545,6 +564,42 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
+) -> Result<ProcessorHandle, KafkaSetupError> {
+    if !pipeline.caller_figures_in_records() {
+        return spawn_on(cfg, bootstrap, pipeline, metrics, health, shutdown, None);
+    }
+    let stages = by_caller::spawn(
+        cfg,
+        bootstrap,
+        pipeline.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    )?;
+    let cfg = KafkaConfig {
+        input_topic: cfg.with_caller_figures_topic.clone(),
+        ..cfg.clone()
+    };
+    let stop = shutdown.clone();
+    spawn_on(
+        &cfg,
+        bootstrap,
+        pipeline,
+        metrics,
+        health,
+        shutdown,
+        Some(stages),
+    )
+    .inspect_err(|_| stop.cancel())
+}
+
+fn spawn_on(
+    cfg: &KafkaConfig,
+    bootstrap: &str,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+    stages: Option<by_caller::Stages>,
 ) -> Result<ProcessorHandle, KafkaSetupError> {
     let fatal = Arc::new(Fatal::default());
     let refused = RefusedQueue::default();
@@ -604,7 +659,7 @@ pub fn spawn(
         .name("dissuade-consumer".into())
         .spawn(move || poll_loop(consumer, shared, workers, commit_interval, shutdown))
         .map_err(KafkaSetupError::Thread)?;
-    Ok(ProcessorHandle { thread })
+    Ok(ProcessorHandle { thread, stages })
 }
 
 fn poll_loop(
@@ -632,6 +687,7 @@ fn poll_loop(
     let mut last_commit = Instant::now();
     let mut last_housekeeping = Instant::now();
     let mut failure = None;
+    let figures_in_records = shared.pipeline.caller_figures_in_records();
     'poll: loop {
         if shutdown.is_cancelled() {
             break;
@@ -658,6 +714,11 @@ fn poll_loop(
                     offset: m.offset(),
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().map(<[u8]>::to_vec),
+                    caller_figures: if figures_in_records {
+                        by_caller::caller_figures_of(&m)
+                    } else {
+                        None
+                    },
                     offsets,
                 };
                 let tx = &senders[partition as usize % workers];
@@ -773,11 +834,13 @@ fn process_record(
     buf.clear();
     let now = chrono::Utc::now().timestamp_millis();
     let key = r.key.as_deref();
+    let figures = r.caller_figures.as_ref();
     let outcome = if timed {
         let mut laps = Laps::start();
-        let o = shared
-            .pipeline
-            .process_timed(payload, key, r.partition, now, buf, &mut laps);
+        let o =
+            shared
+                .pipeline
+                .process_timed(payload, key, figures, r.partition, now, buf, &mut laps);
         for stage in Stage::ALL {
             if let Some(d) = laps.laps[stage as usize] {
                 metrics.observe_stage(stage, d);
@@ -787,7 +850,7 @@ fn process_record(
     } else {
         shared
             .pipeline
-            .process_timed(payload, key, r.partition, now, buf, &mut NoTimer)
+            .process_timed(payload, key, figures, r.partition, now, buf, &mut NoTimer)
     };
     metrics.record(&outcome);
     match outcome {

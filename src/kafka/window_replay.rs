@@ -12,12 +12,13 @@
 //!
 //! A replayed call that is already in a window (a partition coming back to this instance)
 //! is recognised as a redelivery and not counted twice. `seconds_since_last_task` is taken
-//! from the open tasks restored for the same partitions (the last two suppression windows).
+//! from the open-task changelog, which keeps each person's last task (see
+//! [`super::changelog::restore`]).
 
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tracing::info;
 
@@ -44,24 +45,49 @@ pub fn replay(
     pipeline: &Pipeline,
     timeout: Duration,
 ) -> Result<Replayed, StoreError> {
-    let mut found = Replayed::default();
     let windows = pipeline.windows();
-    if partitions.is_empty() || windows.is_empty() {
+    if windows.is_empty() {
+        return Ok(Replayed::default());
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let found = replay_span(
+        consumer_config,
+        input_topic,
+        partitions,
+        windows.span(),
+        timeout,
+        |m| pipeline.replay_into_windows(m.payload().unwrap_or_default(), m.partition(), now_ms),
+    )?;
+    Ok(found)
+}
+
+/// Hands `add` every record of `partitions` of `topic` from `span` ago up to the offset the
+/// consumer group of `consumer_config` has committed (where processing resumes). `add`
+/// says whether the record was a call it kept.
+pub fn replay_span(
+    consumer_config: &ClientConfig,
+    topic: &str,
+    partitions: &[i32],
+    span: Duration,
+    timeout: Duration,
+    mut add: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) -> Result<Replayed, StoreError> {
+    let mut found = Replayed::default();
+    if partitions.is_empty() {
         return Ok(found);
     }
-    let reader = Reader::new(consumer_config, WHAT, input_topic)?;
-    let resume_at = reader.resume_offsets(input_topic, partitions, timeout)?;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let since_ms = now_ms - windows.span().as_millis() as i64;
+    let reader = Reader::new(consumer_config, WHAT, topic)?;
+    let resume_at = reader.resume_offsets(topic, partitions, timeout)?;
+    let since_ms = chrono::Utc::now().timestamp_millis() - span.as_millis() as i64;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(input_topic, *p, Offset::Offset(since_ms))
-            .map_err(|source| restore_error(input_topic, source))?;
+        tpl.add_partition_offset(topic, *p, Offset::Offset(since_ms))
+            .map_err(|source| restore_error(topic, source))?;
     }
     let starts = reader
         .consumer()
         .offsets_for_times(tpl, timeout)
-        .map_err(|source| restore_error(input_topic, source))?;
+        .map_err(|source| restore_error(topic, source))?;
     let ranges: Vec<(i32, Offset, i64)> = starts
         .elements()
         .iter()
@@ -77,19 +103,14 @@ pub fn replay(
         .collect();
     let started = std::time::Instant::now();
     reader.read_ranges(&ranges, timeout, |m| {
-        if pipeline.replay_into_windows(m.payload().unwrap_or_default(), m.partition(), now_ms) {
+        if add(m) {
             found.calls += 1;
         } else {
             found.skipped += 1;
         }
     })?;
-    for p in partitions {
-        for (callee, task) in pipeline.dispatcher().open_tasks(*p) {
-            windows.task_made(callee, task.opened_at_ms, task.task_id.short());
-        }
-    }
     info!(
-        topic = input_topic,
+        topic,
         partitions = ?partitions,
         ranges = ?ranges.iter().map(|(p, from, until)| (*p, from.to_raw(), *until)).collect::<Vec<_>>(),
         calls = found.calls,

@@ -27,7 +27,7 @@ use std::str::FromStr;
 use crate::dispatch::callee_key;
 use crate::event::Event;
 use crate::features::{
-    CallFacts, FeatureSpec, Figures, WindowLimits, Windows, MAX_FEATURES, NO_FIGURES,
+    CallFacts, FeatureSpec, Figures, KeySide, WindowLimits, Windows, MAX_FEATURES, NO_FIGURES,
 };
 use crate::task::TaskId;
 
@@ -301,21 +301,56 @@ impl RuleSet {
         self.score_ctx(&self.context(event))
     }
 
+    /// Whether an enabled rule reads a caller-side window: then, on Kafka, the calls are
+    /// grouped by caller in a stage of their own (`kafka::by_caller`).
+    pub fn keeps_caller_windows(&self) -> bool {
+        self.features
+            .iter()
+            .any(|f| f.used && f.key == KeySide::Caller)
+    }
+
     /// Adds the event to `windows` (the state of this rule set's features; see
     /// [`Windows::new`]) and scores it with the figures it then sees, which are returned
     /// for the reasons. `task` is the id of the task the event would make; `partition` the
-    /// input partition it came from.
+    /// input partition it came from. `given` holds figures computed elsewhere (the caller
+    /// side, by the by-caller stage); they fill the slots `windows` leaves absent.
     pub fn score_with(
         &self,
         event: &Event<'_>,
         windows: &Windows,
         task: TaskId,
         partition: i32,
+        given: Option<&Figures>,
     ) -> (Score, Figures) {
         let mut ctx = self.context(event);
-        let figures = self.observe_ctx(&ctx, event, windows, task, partition);
+        let mut figures = self.observe_ctx(&ctx, event, windows, task, partition);
+        if let Some(given) = given {
+            for (mine, theirs) in figures.iter_mut().zip(given) {
+                if mine.is_nan() {
+                    *mine = *theirs;
+                }
+            }
+        }
         ctx.nums[NumField::EVENT_NUMBERS..].copy_from_slice(&figures);
         (self.score_ctx(&ctx), figures)
+    }
+
+    /// Adds the event to the caller windows of the by-caller stage (see
+    /// [`Windows::for_callers`]) and returns the caller figures it sees; `partition` is the
+    /// by-caller topic's.
+    pub fn caller_figures(&self, event: &Event<'_>, windows: &Windows, partition: i32) -> Figures {
+        let mut figures = NO_FIGURES;
+        if windows.is_empty() {
+            return figures;
+        }
+        let call = self.call_facts(
+            &self.context(event),
+            event,
+            TaskId::for_event(&event.event_id, &event.callee_number),
+            partition,
+        );
+        windows.observe_by_caller(&call, &mut figures);
+        figures
     }
 
     /// Adds the event to `windows` without scoring it: rebuilding the windows from history.
@@ -335,24 +370,27 @@ impl RuleSet {
         if windows.is_empty() {
             return figures;
         }
+        let call = self.call_facts(ctx, event, task, partition);
+        windows.observe(&call, call.event, &mut figures);
+        figures
+    }
+
+    fn call_facts(&self, ctx: &Ctx, event: &Event<'_>, task: TaskId, partition: i32) -> CallFacts {
         let mut filters = 0u16;
         for (index, node) in &self.filters {
             if self.arena.eval_root(node, ctx) {
                 filters |= 1 << index;
             }
         }
-        let own = task.short();
-        let call = CallFacts {
+        CallFacts {
             at_ms: event.occurred_at_ms,
-            event: own,
+            event: task.short(),
             caller: callee_key(&event.caller_number),
             callee: callee_key(&event.callee_number),
             duration_s: event.call_duration_s,
             filters,
             partition,
-        };
-        windows.observe(&call, own, &mut figures);
-        figures
+        }
     }
 
     /// Scores with the given figures, keeping no windows: the tests' way to set figures.

@@ -203,7 +203,8 @@ pub struct RunningProcessor {
 
 impl RunningProcessor {
     pub fn start(cfg: &Config) -> RunningProcessor {
-        let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
+        let (mut pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
+        pipeline.take_caller_figures_from_records();
         let metrics = Arc::new(Metrics::new(
             pipeline.rules(),
             pipeline.grid().cells().len(),
