@@ -9,6 +9,7 @@
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
 //! the command line, the tests and the benchmarks all drive the same code. [`report`] reads
 //! the task and feedback topics back into the figures the anti-fraud centre reports.
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -1,3 +1,6 @@
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +12,7 @@ use crate::config::Config;
 use crate::grid::cell_table::CellTable;
 use crate::kafka::generate::{generate, GenerateCounters, GenerateOptions};
 use crate::kafka::producer_config;
+use crate::synth::campaigns::{CampaignConfig, Campaigns};
 use crate::synth::{Synth, SynthConfig};
 
 #[derive(Debug, clap::Args)]
@@ -34,18 +38,29 @@ pub struct Args {
     /// Share of deliberately invalid records (to exercise the dead-letter path).
     #[arg(long, default_value_t = 0.0)]
     bad_share: f64,
+    /// Write labelled events to this file (JSON lines) instead of Kafka: ordinary calls,
+    /// harmless look-alikes and fraud campaigns, for `dissuade backtest --labels`. Event
+    /// times are spaced by --rate (default 100/s) and end now.
+    #[arg(long, requires = "labels")]
+    out: Option<PathBuf>,
+    /// With --out: the truth about each event, one JSON line `{"event_id", "fraud", "kind"}`.
+    #[arg(long, requires = "out")]
+    labels: Option<PathBuf>,
+    /// With --out: the share of events that are fraud.
+    #[arg(long, default_value_t = 0.05)]
+    fraud_share: f64,
 }
 
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    if let (Some(out), Some(labels)) = (&args.out, &args.labels) {
+        return write_labelled(&config, &args, out, labels);
+    }
     let brokers = args.brokers.unwrap_or_else(|| config.kafka.brokers.clone());
     anyhow::ensure!(
         brokers != crate::config::EMBEDDED,
         "`generate` writes to a running cluster: pass --brokers HOST:PORT (the demo has its own generator)"
     );
-    let cells = match &config.grid.cell_table {
-        Some(p) => CellTable::load(&config.resolve(p)).context("loading the cell table")?,
-        None => anyhow::bail!("`grid.cell_table` is needed to place synthetic victims"),
-    };
+    let cells = load_cells(&config)?;
     let synth = Synth::new(
         &cells,
         SynthConfig {
@@ -88,6 +103,90 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Writes `args.events` labelled events and their labels (see [`crate::synth::campaigns`]).
+/// Fraud calls use the numbers of the rule set's `known_fraud_numbers` and
+/// `official_numbers` lists, when it declares them.
+fn write_labelled(
+    config: &Config,
+    args: &Args,
+    out: &Path,
+    labels: &Path,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.fraud_share),
+        "--fraud-share must be between 0 and 1"
+    );
+    let cells = load_cells(config)?;
+    let rules_path = config.resolve(&config.rules.path);
+    let rules = crate::rules::RuleSet::load(&rules_path)
+        .with_context(|| format!("loading {}", rules_path.display()))?;
+    let list = |id: &str| -> anyhow::Result<Vec<String>> {
+        match rules.lists().iter().find(|l| l.id == id) {
+            Some(l) => list_numbers(&l.file),
+            None => Ok(Vec::new()),
+        }
+    };
+    let mut cfg = CampaignConfig {
+        seed: args.seed,
+        fraud_share: args.fraud_share,
+        known_fraud_numbers: list("known_fraud_numbers")?,
+        ..CampaignConfig::default()
+    };
+    let official = list("official_numbers")?;
+    if !official.is_empty() {
+        cfg.official_numbers = official;
+    }
+    let mut gen = Campaigns::new(&cells, cfg, &format!("lab{:x}", args.seed));
+    let create = |p: &Path| -> anyhow::Result<BufWriter<File>> {
+        Ok(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        ))
+    };
+    let (mut events, mut truth) = (create(out)?, create(labels)?);
+    let step_ms = 1000.0 / args.rate.unwrap_or(100.0).max(1e-3);
+    let start = super::now_ms() - (args.events as f64 * step_ms) as i64;
+    let mut buf = Vec::with_capacity(1024);
+    let mut fraud = 0u64;
+    for i in 0..args.events {
+        buf.clear();
+        let (label, _) = gen.next_event(start + (i as f64 * step_ms) as i64, &mut buf);
+        fraud += u64::from(label.fraud);
+        events.write_all(&buf)?;
+        events.write_all(b"\n")?;
+        serde_json::to_writer(&mut truth, &label)?;
+        truth.write_all(b"\n")?;
+    }
+    events.flush()?;
+    truth.flush()?;
+    eprintln!(
+        "wrote {} events ({} fraud) to {} and their labels to {}",
+        args.events,
+        fraud,
+        out.display(),
+        labels.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_cells(config: &Config) -> anyhow::Result<CellTable> {
+    match &config.grid.cell_table {
+        Some(p) => CellTable::load(&config.resolve(p)).context("loading the cell table"),
+        None => anyhow::bail!("`grid.cell_table` is needed to place synthetic victims"),
+    }
+}
+
+/// The numbers of a list file as written (one per line, `#` comments).
+fn list_numbers(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Cancels `token` on SIGINT/SIGTERM from a small runtime of its own.

@@ -1,6 +1,7 @@
 //! Command-line glue: argument parsing and one function per subcommand. Errors get their
 //! context here (`anyhow`); the library below returns typed errors.
 
+mod backtest;
 mod bench;
 #[cfg(feature = "embedded-broker")]
 mod broker;
@@ -50,6 +51,9 @@ pub enum Command {
     Score(score::Args),
     /// List the rules with their ids, scores and state, and the level thresholds.
     Rules(rules::Args),
+    /// Replay history through the configured rules and a candidate: tasks added, removed and
+    /// changed in level per rule; with labels, precision and recall per rule and level.
+    Backtest(backtest::Args),
     /// Build a police-grid map (cells, stations, roster, cell table) from a district file.
     GenGrid(gen_grid::Args),
     /// Run the service: consume events from Kafka, produce tasks and dead letters.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Locate(args) => locate::run(&load_config(&cli.config)?, args),
         Command::Score(args) => score::run(&load_config(&cli.config)?, args),
         Command::Rules(args) => rules::run(&load_config(&cli.config)?, args),
+        Command::Backtest(args) => backtest::run(&load_config(&cli.config)?, args),
         Command::GenGrid(args) => gen_grid::run(args),
         Command::Run(args) => run::run(load_config(&cli.config)?, args),
         Command::Demo(args) => demo::run(load_config(&cli.config)?, args),

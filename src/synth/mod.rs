@@ -6,6 +6,8 @@
 //! cell, some in the gaps between cells and a few outside the map. A share of records can be
 //! made deliberately bad to exercise the dead-letter path.
 
+pub mod campaigns;
+
 use std::collections::VecDeque;
 
 use rand::rngs::SmallRng;
@@ -88,55 +90,7 @@ impl Synth {
     /// Builds the victim population around the base stations of `cells`.
     pub fn new(cells: &CellTable, cfg: SynthConfig) -> Synth {
         let mut rng = SmallRng::seed_from_u64(cfg.seed);
-        let stations: Vec<(&str, (f64, f64))> = cells.iter().collect();
-        let victims = (0..cfg.victims.max(1))
-            .map(|i| {
-                let number = format!(
-                    "{}{:08}",
-                    MOBILE_PREFIXES[i % MOBILE_PREFIXES.len()],
-                    (i as u64 * 7_919 + cfg.seed) % 100_000_000
-                );
-                let (location, cell_id) = if stations.is_empty() {
-                    (None, None)
-                } else {
-                    let (id, (lon, lat)) = stations[rng.random_range(0..stations.len())];
-                    let r: f64 = rng.random();
-                    if r < 0.08 {
-                        // Only the serving cell is known.
-                        (None, Some(id.to_owned()))
-                    } else if r < 0.09 {
-                        // Neither: the network could not place the callee.
-                        (None, None)
-                    } else if r < 0.095 {
-                        // Out of town: well outside the map.
-                        (
-                            Some(Location {
-                                lon: lon + 3.0,
-                                lat: lat + 2.0,
-                            }),
-                            None,
-                        )
-                    } else {
-                        let mut jitter = || rng.random_range(-0.006..0.006);
-                        (
-                            Some(Location {
-                                lon: ((lon + jitter()) * 1e6).round() / 1e6,
-                                lat: ((lat + jitter()) * 1e6).round() / 1e6,
-                            }),
-                            None,
-                        )
-                    }
-                };
-                let age = (rng.random::<f64>() < 0.8).then(|| rng.random_range(16..92u8));
-                Victim {
-                    number,
-                    location,
-                    cell_id,
-                    age,
-                    prior_victim: rng.random::<f64>() < 0.02,
-                }
-            })
-            .collect();
+        let victims = population(cells, cfg.victims, cfg.seed, &mut rng);
         Synth {
             run_id: format!("{:08x}", cfg.seed as u32 ^ rand::random::<u32>()),
             rng,
@@ -284,6 +238,61 @@ impl Synth {
             ),
         }
     }
+}
+
+/// `n` people living near the base stations of `cells`: most inside a grid cell, some only
+/// placed by their serving cell, a few unplaced or out of town; ages and numbers drawn from
+/// `rng`, numbers unique for a seed.
+fn population(cells: &CellTable, n: usize, seed: u64, rng: &mut SmallRng) -> Vec<Victim> {
+    let stations: Vec<(&str, (f64, f64))> = cells.iter().collect();
+    (0..n.max(1))
+        .map(|i| {
+            let number = format!(
+                "{}{:08}",
+                MOBILE_PREFIXES[i % MOBILE_PREFIXES.len()],
+                (i as u64 * 7_919 + seed) % 100_000_000
+            );
+            let (location, cell_id) = if stations.is_empty() {
+                (None, None)
+            } else {
+                let (id, (lon, lat)) = stations[rng.random_range(0..stations.len())];
+                let r: f64 = rng.random();
+                if r < 0.08 {
+                    // Only the serving cell is known.
+                    (None, Some(id.to_owned()))
+                } else if r < 0.09 {
+                    // Neither: the network could not place the callee.
+                    (None, None)
+                } else if r < 0.095 {
+                    // Out of town: well outside the map.
+                    (
+                        Some(Location {
+                            lon: lon + 3.0,
+                            lat: lat + 2.0,
+                        }),
+                        None,
+                    )
+                } else {
+                    let mut jitter = || rng.random_range(-0.006..0.006);
+                    (
+                        Some(Location {
+                            lon: ((lon + jitter()) * 1e6).round() / 1e6,
+                            lat: ((lat + jitter()) * 1e6).round() / 1e6,
+                        }),
+                        None,
+                    )
+                }
+            };
+            let age = (rng.random::<f64>() < 0.8).then(|| rng.random_range(16..92u8));
+            Victim {
+                number,
+                location,
+                cell_id,
+                age,
+                prior_victim: rng.random::<f64>() < 0.02,
+            }
+        })
+        .collect()
 }
 
 /// Writes a record that fails validation in one of the ways real feeds do.

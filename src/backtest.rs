@@ -1,0 +1,338 @@
+//! Backtests: history replayed through a baseline and a candidate rule set, what the
+//! candidate would have done differently, and, with the truth about each event, how right
+//! each rule set is (precision and recall per rule and per level).
+//!
+//! Each rule set runs in a pipeline of its own over the events in the order given, as one
+//! uninterrupted instance would see them: windows, suppression and upgrades included.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::pipeline::{Action, Outcome, Pipeline};
+use crate::rules::{Level, RuleSet};
+
+/// What a rule set made of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub level: Level,
+    /// Indexes into the set's rules of those that fired.
+    pub fired: Vec<u16>,
+    /// Whether the event became a task (new or upgrade); a suppressed repeat did not.
+    pub task: bool,
+    /// The person's key (callee hash), for counting people.
+    pub callee: u64,
+}
+
+/// Runs `events` through `pipeline`; `None` for a record it rejects.
+pub fn replay<'a>(
+    pipeline: &Pipeline,
+    events: impl IntoIterator<Item = &'a [u8]>,
+    now_ms: i64,
+) -> Vec<Option<Verdict>> {
+    let mut buf = Vec::with_capacity(4096);
+    events
+        .into_iter()
+        .map(|payload| {
+            buf.clear();
+            let callee = callee_of(payload);
+            match pipeline.process(payload, 0, now_ms, &mut buf) {
+                Outcome::Rejected(_) => None,
+                Outcome::Scored(s) => Some(Verdict {
+                    level: s.level,
+                    fired: s.fired.to_vec(),
+                    task: matches!(s.action, Action::Task(_)),
+                    callee,
+                }),
+            }
+        })
+        .collect()
+}
+
+fn callee_of(payload: &[u8]) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Callee<'a> {
+        #[serde(borrow)]
+        callee_number: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Callee<'_>>(payload)
+        .ok()
+        .and_then(|c| c.callee_number)
+        .and_then(|n| {
+            crate::phone::canonical(&n)
+                .ok()
+                .map(|c| crate::dispatch::callee_key(&c))
+        })
+        .unwrap_or(0)
+}
+
+/// One rule across the two sets.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RuleLine {
+    pub id: String,
+    /// Its score in the baseline and the candidate (`None`: absent or disabled there).
+    pub score: [Option<i32>; 2],
+    /// Events it fired on.
+    pub fired: [u64; 2],
+    /// Of those, labelled fraud (with labels).
+    pub fraud: [u64; 2],
+    /// Tasks the candidate adds where this rule's part in the score changed, tasks it
+    /// removes, and tasks whose level changes.
+    pub added: u64,
+    pub removed: u64,
+    pub changed: u64,
+}
+
+/// Detection at one level: events scored at or above it.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct LevelLine {
+    pub level: &'static str,
+    pub detected: [u64; 2],
+    pub fraud: [u64; 2],
+}
+
+/// The comparison of a baseline and a candidate over the same events.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub events: u64,
+    pub rejected: u64,
+    /// Events labelled fraud (0 without labels), and of the labelled, how many labels
+    /// matched no event.
+    pub labelled: u64,
+    pub fraud_events: u64,
+    pub tasks: [u64; 2],
+    /// Tasks made for fraud events.
+    pub tasks_on_fraud: [u64; 2],
+    /// People called by fraud, and of them, those reached by at least one task.
+    pub fraud_people: u64,
+    pub fraud_people_reached: [u64; 2],
+    pub added: u64,
+    pub removed: u64,
+    pub level_up: u64,
+    pub level_down: u64,
+    pub rules: Vec<RuleLine>,
+    pub levels: Vec<LevelLine>,
+}
+
+/// Compares the two replays of the same events. `labels` maps event ids to the truth;
+/// `ids` are the events' ids in order (`None` for records without one).
+pub fn compare(
+    sets: [&RuleSet; 2],
+    verdicts: [&[Option<Verdict>]; 2],
+    ids: &[Option<String>],
+    labels: Option<&HashMap<String, bool>>,
+) -> Report {
+    let mut r = Report::default();
+    // Rules by id across the sets, in baseline order, then the candidate's new ones.
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut lines: Vec<RuleLine> = Vec::new();
+    for (s, set) in sets.iter().enumerate() {
+        for rule in set.rules() {
+            let i = *index.entry(&rule.id).or_insert_with(|| {
+                lines.push(RuleLine {
+                    id: rule.id.clone(),
+                    ..RuleLine::default()
+                });
+                lines.len() - 1
+            });
+            lines[i].score[s] = rule.enabled.then_some(rule.score);
+        }
+    }
+    let line_of = |s: usize, rule: u16| index[sets[s].rules()[usize::from(rule)].id.as_str()];
+    let mut levels: Vec<LevelLine> = Level::ALL[1..]
+        .iter()
+        .map(|l| LevelLine {
+            level: l.as_str(),
+            ..LevelLine::default()
+        })
+        .collect();
+    let mut fraud_people: HashSet<u64> = HashSet::new();
+    let mut reached: [HashSet<u64>; 2] = [HashSet::new(), HashSet::new()];
+    for (n, id) in ids.iter().enumerate() {
+        r.events += 1;
+        let pair = [verdicts[0][n].as_ref(), verdicts[1][n].as_ref()];
+        let (Some(b), Some(c)) = (pair[0], pair[1]) else {
+            r.rejected += 1;
+            continue;
+        };
+        let truth = labels.and_then(|l| id.as_ref().and_then(|id| l.get(id)).copied());
+        if truth.is_some() {
+            r.labelled += 1;
+        }
+        let fraud = truth == Some(true);
+        if fraud {
+            r.fraud_events += 1;
+            fraud_people.insert(b.callee);
+        }
+        for (s, v) in [b, c].into_iter().enumerate() {
+            if v.task {
+                r.tasks[s] += 1;
+                if fraud {
+                    r.tasks_on_fraud[s] += 1;
+                    reached[s].insert(v.callee);
+                }
+            }
+            for &rule in &v.fired {
+                let line = &mut lines[line_of(s, rule)];
+                line.fired[s] += 1;
+                line.fraud[s] += u64::from(fraud);
+            }
+            for l in &mut levels {
+                if v.level >= level_named(l.level) {
+                    l.detected[s] += 1;
+                    l.fraud[s] += u64::from(fraud);
+                }
+            }
+        }
+        let change = match (b.task, c.task) {
+            (false, true) => Some(Change::Added),
+            (true, false) => Some(Change::Removed),
+            (true, true) if b.level != c.level => Some(Change::Level),
+            _ => None,
+        };
+        let Some(change) = change else { continue };
+        match change {
+            Change::Added => r.added += 1,
+            Change::Removed => r.removed += 1,
+            Change::Level if c.level > b.level => r.level_up += 1,
+            Change::Level => r.level_down += 1,
+        }
+        // The rules whose part in this event's score differs between the sets.
+        let part = |s: usize, v: &Verdict| -> HashMap<usize, i32> {
+            v.fired
+                .iter()
+                .map(|&rule| (line_of(s, rule), sets[s].rules()[usize::from(rule)].score))
+                .collect()
+        };
+        let (pb, pc) = (part(0, b), part(1, c));
+        for (i, line) in lines.iter_mut().enumerate() {
+            if pb.get(&i) != pc.get(&i) {
+                match change {
+                    Change::Added => line.added += 1,
+                    Change::Removed => line.removed += 1,
+                    Change::Level => line.changed += 1,
+                }
+            }
+        }
+    }
+    r.fraud_people = fraud_people.len() as u64;
+    r.fraud_people_reached = [reached[0].len() as u64, reached[1].len() as u64];
+    r.rules = lines;
+    r.levels = levels;
+    r
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Added,
+    Removed,
+    Level,
+}
+
+fn level_named(name: &str) -> Level {
+    Level::ALL
+        .into_iter()
+        .find(|l| l.as_str() == name)
+        .unwrap_or(Level::None)
+}
+
+/// `part / whole` as a share, `None` when `whole` is 0.
+pub fn share(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEVELS: &str = "[levels]\nlow = 20\nmedium = 40\nhigh = 60\ncritical = 90\n";
+
+    fn set(rules: &str) -> RuleSet {
+        RuleSet::from_toml_str(&format!("{LEVELS}{rules}"), "t.toml").unwrap()
+    }
+
+    fn v(level: Level, fired: &[u16], task: bool, callee: u64) -> Option<Verdict> {
+        Some(Verdict {
+            level,
+            fired: fired.to_vec(),
+            task,
+            callee,
+        })
+    }
+
+    #[test]
+    fn differences_and_precision_recall_are_counted_per_rule_and_level() {
+        let rule = |id: &str, score: i32, enabled: bool| {
+            format!(
+                "[[rule]]\nid = \"{id}\"\ndescription = \"d\"\nreason = \"r\"\nscore = {score}\n\
+                 enabled = {enabled}\nwhen = \"call_minutes >= 1\"\n"
+            )
+        };
+        // Baseline: a (50), b (30). Candidate: a (50), b disabled, c (20) new.
+        let base = set(&[rule("a", 50, true), rule("b", 30, true)].concat());
+        let cand = set(&[
+            rule("a", 50, true),
+            rule("b", 30, false),
+            rule("c", 20, true),
+        ]
+        .concat());
+        // Candidate indexes: a 0, b 1 (never fires), c 2.
+        let baseline = [
+            v(Level::High, &[0, 1], true, 1), // e1: a+b = 80 high, a task
+            v(Level::Low, &[1], false, 2),    // e2: b = 30 low, no task
+            v(Level::Medium, &[0], true, 3),  // e3: a = 50
+            None,                             // e4: rejected
+            v(Level::None, &[], false, 1),    // e5: nothing
+        ];
+        let candidate = [
+            v(Level::Medium, &[0], true, 1),  // e1: a = 50, level down
+            v(Level::None, &[], false, 2),    // e2: b gone
+            v(Level::High, &[0, 2], true, 3), // e3: a+c = 70, level up
+            None,                             // e4
+            v(Level::Low, &[2], false, 1),    // e5: c = 20
+        ];
+        let ids: Vec<Option<String>> = (1..=5).map(|i| Some(format!("e{i}"))).collect();
+        // e1 and e3 are fraud, e2 and e5 are not; e4 has no label.
+        let labels: HashMap<String, bool> =
+            [("e1", true), ("e2", false), ("e3", true), ("e5", false)]
+                .into_iter()
+                .map(|(k, f)| (k.to_string(), f))
+                .collect();
+        let r = compare([&base, &cand], [&baseline, &candidate], &ids, Some(&labels));
+        assert_eq!(
+            (r.events, r.rejected, r.labelled, r.fraud_events),
+            (5, 1, 4, 2)
+        );
+        assert_eq!(r.tasks, [2, 2]);
+        assert_eq!(r.tasks_on_fraud, [2, 2]);
+        assert_eq!((r.fraud_people, r.fraud_people_reached), (2, [2, 2]));
+        assert_eq!((r.added, r.removed, r.level_up, r.level_down), (0, 0, 1, 1));
+        let line = |id: &str| r.rules.iter().find(|l| l.id == id).unwrap().clone();
+        let (a, b, c) = (line("a"), line("b"), line("c"));
+        assert_eq!(
+            (a.score, a.fired, a.fraud),
+            ([Some(50), Some(50)], [2, 2], [2, 2])
+        );
+        assert_eq!(
+            (b.score, b.fired, b.fraud),
+            ([Some(30), None], [2, 0], [1, 0])
+        );
+        assert_eq!(
+            (c.score, c.fired, c.fraud),
+            ([None, Some(20)], [0, 2], [0, 1])
+        );
+        // e1's level changed through b, e3's through c; a's part never changed.
+        assert_eq!((a.changed, b.changed, c.changed), (0, 1, 1));
+        // Level >= medium: baseline e1, e3 (both fraud); candidate e1, e3.
+        let medium = r.levels.iter().find(|l| l.level == "medium").unwrap();
+        assert_eq!((medium.detected, medium.fraud), ([2, 2], [2, 2]));
+        // Level >= low: baseline e1, e2, e3; candidate e1, e3, e5.
+        let low = &r.levels[0];
+        assert_eq!(
+            (low.level, low.detected, low.fraud),
+            ("low", [3, 3], [2, 2])
+        );
+        assert_eq!(share(1, 4), Some(0.25));
+        assert_eq!(share(1, 0), None);
+    }
+}
