@@ -110,6 +110,10 @@ pub struct Report {
     pub removed: u64,
     pub level_up: u64,
     pub level_down: u64,
+    /// Of those changes, the ones where every rule played the same part in both sets: they
+    /// come from earlier events (a task the other set made covers this event, or this one
+    /// upgrades it), so no rule line counts them.
+    pub from_earlier_events: u64,
     pub rules: Vec<RuleLine>,
     pub levels: Vec<LevelLine>,
 }
@@ -205,6 +209,9 @@ pub fn compare(
                 .collect()
         };
         let (pb, pc) = (part(0, b), part(1, c));
+        if pb == pc {
+            r.from_earlier_events += 1;
+        }
         for (i, line) in lines.iter_mut().enumerate() {
             if pb.get(&i) != pc.get(&i) {
                 match change {
@@ -307,6 +314,7 @@ mod tests {
         assert_eq!(r.tasks_on_fraud, [2, 2]);
         assert_eq!((r.fraud_people, r.fraud_people_reached), (2, [2, 2]));
         assert_eq!((r.added, r.removed, r.level_up, r.level_down), (0, 0, 1, 1));
+        assert_eq!(r.from_earlier_events, 0);
         let line = |id: &str| r.rules.iter().find(|l| l.id == id).unwrap().clone();
         let (a, b, c) = (line("a"), line("b"), line("c"));
         assert_eq!(

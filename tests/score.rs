@@ -688,3 +688,91 @@ fn callers_on_the_sample_lists_fire_their_rules() {
         ]
     );
 }
+
+/// The analyst's loop as the README gives it: labelled traffic, then a backtest of a
+/// candidate (the shipped rules with `burst_to_elderly` enabled) against the shipped rules.
+/// It is the only difference, so every task added, removed or moved a level is credited to
+/// it (or, when every rule scored the event alike, to an earlier task) and to no other rule,
+/// and every other rule fires as often in both.
+#[test]
+fn a_backtest_on_labelled_traffic_credits_every_change_to_the_rule_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let (events, labels, candidate) = (path("events.jsonl"), path("labels.jsonl"), path("c.toml"));
+    let generated = dissuade(
+        &[
+            "generate", "--out", &events, "--labels", &labels, "--events", "20000", "--seed", "3",
+            "--rate", "50",
+        ],
+        b"",
+    );
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
+    let text = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("score = 45\nenabled = false\n", "score = 45\n")
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/config/lists/", env!("CARGO_MANIFEST_DIR")),
+        );
+    std::fs::write(&candidate, text).unwrap();
+    let out = dissuade(
+        &[
+            "backtest", "--events", &events, "--labels", &labels, "--rules", &candidate, "--json",
+        ],
+        b"",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["report"];
+    let fraud = std::fs::read_to_string(&labels)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"fraud\":true"))
+        .count();
+    assert_eq!(r["events"], 20000);
+    assert_eq!(r["rejected"], 0);
+    assert_eq!(r["labelled"], 20000);
+    assert_eq!(r["fraud_events"], fraud as u64);
+    let n = |v: &serde_json::Value| v.as_u64().unwrap();
+    assert!(n(&r["added"]) > 0, "enabling the rule adds tasks: {r}");
+    assert!(n(&r["tasks"][1]) > n(&r["tasks"][0]));
+    // A change where every rule scored alike comes from an earlier task (a task the
+    // candidate made covers a later event that the baseline made a task of).
+    let mut credited = n(&r["from_earlier_events"]);
+    for rule in r["rules"].as_array().unwrap() {
+        let changes = [&rule["added"], &rule["removed"], &rule["changed"]].map(n);
+        credited += changes.iter().sum::<u64>();
+        if rule["id"] == "burst_to_elderly" {
+            assert_eq!(rule["score"], serde_json::json!([null, 45]));
+            assert_eq!(n(&rule["fired"][0]), 0);
+        } else {
+            assert_eq!(changes, [0, 0, 0], "{rule}");
+            assert_eq!(rule["fired"][0], rule["fired"][1], "{rule}");
+        }
+    }
+    let changed = ["added", "removed", "level_up", "level_down"]
+        .iter()
+        .map(|k| n(&r[k]))
+        .sum::<u64>();
+    assert_eq!(credited, changed, "every change is credited once: {r}");
+    let table = dissuade(
+        &[
+            "backtest", "--events", &events, "--labels", &labels, "--rules", &candidate,
+        ],
+        b"",
+    );
+    let table = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        table.contains("task precision") && table.contains("burst_to_elderly"),
+        "{table}"
+    );
+}

@@ -201,6 +201,14 @@ fn print_tables(
         "tasks: baseline {}, candidate {}: {} added, {} removed, {} up a level, {} down",
         r.tasks[0], r.tasks[1], r.added, r.removed, r.level_up, r.level_down
     )?;
+    if r.from_earlier_events > 0 {
+        writeln!(
+            out,
+            "  of those changes, {} on events every rule scored alike: earlier tasks made the \
+             difference (suppression, upgrades)",
+            r.from_earlier_events
+        )?;
+    }
     if labelled {
         writeln!(
             out,
