@@ -140,6 +140,8 @@ pub struct Metrics {
     list_entries: IntGaugeVec,
     /// Records passed on by the by-caller stages, by stage and outcome.
     by_caller_records: IntCounterVec,
+    /// Records not yet read by each by-caller stage, over the partitions it holds.
+    by_caller_lag: IntGaugeVec,
     /// Keys and calls held in the feature windows, by side (caller, callee).
     pub window_keys: IntGaugeVec,
     pub window_calls: IntGaugeVec,
@@ -560,6 +562,13 @@ impl Metrics {
              sent on to the processor, which dead-letters it).",
             &["stage", "outcome"],
         );
+        let by_caller_lag = gauge_vec(
+            "dissuade_by_caller_lag_records",
+            "Records not yet read by each by-caller stage over the partitions this instance \
+             holds: for rekey, the input topic's lag (the processor's own lag is then that of \
+             the with-caller-figures topic).",
+            &["stage"],
+        );
         let list_entries = gauge_vec(
             "dissuade_list_entries",
             "Entries on each number list now (its file and the changes since).",
@@ -692,6 +701,7 @@ impl Metrics {
             ),
             list_changes,
             by_caller_records,
+            by_caller_lag,
             list_entries,
             window_late: window_calls.with_label_values(&["late"]),
             window_duplicates: window_calls.with_label_values(&["duplicate"]),
@@ -735,6 +745,11 @@ impl Metrics {
         self.by_caller_records
             .with_label_values(&[stage, outcome])
             .inc();
+    }
+
+    /// Sets a by-caller stage's lag.
+    pub fn set_by_caller_lag(&self, stage: &str, lag: i64) {
+        self.by_caller_lag.with_label_values(&[stage]).set(lag);
     }
 
     /// Brings the list sizes up to date.

@@ -717,6 +717,37 @@ async fn a_callers_burst_is_seen_whole_across_partitions_instances_and_a_rebalan
         .await;
         settle(&[&a, &b], before + 1);
     }
+    // Both stages passed every call on, and report their lag (the rekey stage's is the
+    // input's) once the clients' statistics come in.
+    let scrape = |r: &RunningProcessor, series: &str| -> Option<f64> {
+        r.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let forwarded = |stage: &str| {
+        [&a, &b]
+            .iter()
+            .filter_map(|r| {
+                scrape(
+                    r,
+                    &format!(
+                        "dissuade_by_caller_records_total{{outcome=\"forwarded\",stage=\"{stage}\"}}"
+                    ),
+                )
+            })
+            .sum::<f64>()
+    };
+    while forwarded("callers") < 5.0
+        || [&a, &b].iter().any(|r| {
+            scrape(r, "dissuade_by_caller_lag_records{stage=\"rekey\"}").is_none_or(|l| l > 0.0)
+        })
+    {
+        assert!(std::time::Instant::now() < deadline, "stage metrics");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(forwarded("rekey") >= 5.0);
     assert_eq!(
         task_ids(1),
         [(

@@ -464,7 +464,21 @@ struct HopContext {
     hop: Arc<Hop>,
 }
 
-impl ClientContext for HopContext {}
+impl ClientContext for HopContext {
+    fn stats(&self, stats: rdkafka::statistics::Statistics) {
+        let hop = &self.hop;
+        let held = hop.trackers.lock().expect("trackers lock");
+        // One topic per stage; as the processor, count what is not consumed yet.
+        let lag: i64 = stats
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|(id, p)| held.contains_key(id) && p.hi_offset >= 0 && p.app_offset >= 0)
+            .map(|(_, p)| (p.hi_offset - p.app_offset).max(0))
+            .sum();
+        hop.metrics.set_by_caller_lag(hop.step.name(), lag);
+    }
+}
 
 impl ConsumerContext for HopContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
