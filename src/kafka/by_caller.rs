@@ -244,7 +244,7 @@ enum Step {
     },
 }
 
-/// A record to produce, borrowing the payload of the record it comes from.
+/// Where and how a consumed record is produced again; its payload goes on unchanged.
 struct Forward<'a> {
     topic: &'a str,
     partition: Option<i32>,
