@@ -707,6 +707,15 @@ async fn a_callers_burst_is_seen_whole_across_partitions_instances_and_a_rebalan
     let a = RunningProcessor::start(&cfg);
     let b = RunningProcessor::start(&cfg);
     settle(&[&a, &b], 0);
+    // A record that is not an event goes past the stages to the processor, whose dead
+    // letter names its place in the input, not in the internal topic.
+    produce_to(
+        &bootstrap,
+        &input,
+        &[(3, "13900000000".into(), b"not json".to_vec())],
+    )
+    .await;
+    settle(&[&a, &b], 1);
     for (i, partition) in [(1, 0), (2, 2), (3, 4), (4, 6), (5, 1)] {
         let before = consumed(&[&a, &b]);
         produce_to(
@@ -756,6 +765,18 @@ async fn a_callers_burst_is_seen_whole_across_partitions_instances_and_a_rebalan
         )],
         "the fifth call of the first burst makes the one task"
     );
+
+    let letters = consume(&bootstrap, &cfg.kafka.dlq_topic, 1, WAIT);
+    let header = |name: &str| {
+        letters[0]
+            .headers()
+            .and_then(|h| h.iter().find(|x| x.key == name)?.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header(HEADER_SOURCE_TOPIC).as_deref(), Some(input.as_str()));
+    assert_eq!(header(HEADER_SOURCE_PARTITION).as_deref(), Some("3"));
+    assert_eq!(header(HEADER_SOURCE_OFFSET).as_deref(), Some("0"));
+    assert_eq!(letters[0].payload(), Some(&b"not json"[..]));
 
     // The second burst: three calls, an instance leaves, one call, another joins, one call.
     for (i, partition) in [(1, 3), (2, 5), (3, 7)] {

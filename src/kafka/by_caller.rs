@@ -56,6 +56,9 @@ pub const HEADER_CALLER_FIGURES: &str = "dissuade-caller-figures";
 pub const HEADER_INPUT_PARTITION: &str = "dissuade-input-partition";
 /// The input key of a record on its way through the stages (absent: it had none).
 pub const HEADER_INPUT_KEY: &str = "dissuade-input-key";
+/// The input offset of a record on its way through the stages (decimal): dead letters name
+/// the input position, not the internal topic's.
+pub const HEADER_INPUT_OFFSET: &str = "dissuade-input-offset";
 
 /// Encodes the figures that are present (not NaN).
 pub fn encode_figures(figures: &Figures, out: &mut Vec<u8>) {
@@ -269,11 +272,17 @@ impl Step {
                 by_caller_topic,
                 figures_topic,
             } => {
-                let input_partition = m.partition().to_string();
-                let mut headers = OwnedHeaders::new().insert(Header {
-                    key: HEADER_INPUT_PARTITION,
-                    value: Some(input_partition.as_bytes()),
-                });
+                let (input_partition, input_offset) =
+                    (m.partition().to_string(), m.offset().to_string());
+                let mut headers = OwnedHeaders::new_with_capacity(3)
+                    .insert(Header {
+                        key: HEADER_INPUT_PARTITION,
+                        value: Some(input_partition.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: HEADER_INPUT_OFFSET,
+                        value: Some(input_offset.as_bytes()),
+                    });
                 if let Some(key) = m.key() {
                     headers = headers.insert(Header {
                         key: HEADER_INPUT_KEY,
@@ -292,7 +301,7 @@ impl Step {
                         topic: figures_topic,
                         partition: Some(m.partition()),
                         key: m.key().map(<[u8]>::to_vec),
-                        headers: OwnedHeaders::new(),
+                        headers,
                         outcome: "invalid",
                     },
                 }
@@ -303,7 +312,7 @@ impl Step {
                 figures_topic,
                 ..
             } => {
-                let (partition, key) = input_origin(m);
+                let origin = input_origin(m);
                 let outcome = match pipeline.admit(payload, now_ms()) {
                     Ok(event) => {
                         let figures =
@@ -318,15 +327,27 @@ impl Step {
                         "invalid"
                     }
                 };
-                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                let position = origin.position.map(|(p, o)| (p.to_string(), o.to_string()));
+                let mut headers = OwnedHeaders::new_with_capacity(3).insert(Header {
                     key: HEADER_CALLER_FIGURES,
                     value: Some(scratch.as_slice()),
                 });
+                if let Some((p, o)) = &position {
+                    headers = headers
+                        .insert(Header {
+                            key: HEADER_INPUT_PARTITION,
+                            value: Some(p.as_bytes()),
+                        })
+                        .insert(Header {
+                            key: HEADER_INPUT_OFFSET,
+                            value: Some(o.as_bytes()),
+                        });
+                }
                 Forward {
                     topic: figures_topic,
                     // A record from outside the rekey stage, without its origin, goes by key.
-                    partition,
-                    key,
+                    partition: origin.partition,
+                    key: origin.key,
                     headers,
                     outcome,
                 }
@@ -387,24 +408,38 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// The input partition and key a record of the by-caller topic came from.
-fn input_origin(m: &BorrowedMessage<'_>) -> (Option<i32>, Option<Vec<u8>>) {
-    let (mut partition, mut key) = (None, None);
+/// Where a record on its way through the stages came from in the input.
+#[derive(Debug, Default)]
+struct Origin {
+    partition: Option<i32>,
+    /// Partition and offset, when both are known.
+    position: Option<(i32, i64)>,
+    key: Option<Vec<u8>>,
+}
+
+fn input_origin(m: &BorrowedMessage<'_>) -> Origin {
+    let mut origin = Origin::default();
+    let mut offset = None;
+    fn number<T: std::str::FromStr>(v: Option<&[u8]>) -> Option<T> {
+        std::str::from_utf8(v?).ok()?.parse().ok()
+    }
     if let Some(headers) = m.headers() {
         for h in headers.iter() {
             match h.key {
-                HEADER_INPUT_PARTITION => {
-                    partition = h
-                        .value
-                        .and_then(|v| std::str::from_utf8(v).ok())
-                        .and_then(|v| v.parse().ok());
-                }
-                HEADER_INPUT_KEY => key = h.value.map(<[u8]>::to_vec),
+                HEADER_INPUT_PARTITION => origin.partition = number(h.value),
+                HEADER_INPUT_OFFSET => offset = number(h.value),
+                HEADER_INPUT_KEY => origin.key = h.value.map(<[u8]>::to_vec),
                 _ => {}
             }
         }
     }
-    (partition, key)
+    origin.position = origin.partition.zip(offset);
+    origin
+}
+
+/// The input partition and offset a record of the with-caller-figures topic stands for.
+pub fn input_position(m: &BorrowedMessage<'_>) -> Option<(i32, i64)> {
+    input_origin(m).position
 }
 
 type Tracker = Arc<Mutex<PartitionOffsets>>;

@@ -87,6 +87,8 @@ struct Delivery {
     offsets: Tracker,
     partition: i32,
     offset: i64,
+    /// The input partition and offset, when the record came through the by-caller stages.
+    origin: Option<(i32, i64)>,
     output: Output,
 }
 
@@ -168,6 +170,9 @@ impl ProducerContext for DeliveryContext {
 /// State shared by the poll thread, the workers and the rebalance callbacks.
 struct Shared {
     input_topic: String,
+    /// The topic dead letters name as their source: the input, also when the processor
+    /// reads the by-caller stages' output (records then carry their input position).
+    source_topic: String,
     task_topic: String,
     dlq_topic: String,
     state_topic: String,
@@ -310,7 +315,12 @@ impl Shared {
     ) {
         let max = self.pipeline.input().max_record_bytes;
         let cut = &payload[..payload.len().min(max)];
-        let headers = letter.headers(&self.input_topic, d.partition, d.offset, cut.len());
+        let headers = match d.origin {
+            Some((partition, offset)) => {
+                letter.headers(&self.source_topic, partition, offset, cut.len())
+            }
+            None => letter.headers(&self.input_topic, d.partition, d.offset, cut.len()),
+        };
         d.output = Output::DeadLetter { bare };
         let mut record = BaseRecord::with_opaque_to(&self.dlq_topic, d)
             .payload(cut)
@@ -521,6 +531,8 @@ struct Record {
     payload: Option<Vec<u8>>,
     /// From the by-caller stage, when the rules read caller-side windows.
     caller_figures: Option<Figures>,
+    /// Its input partition and offset, from the by-caller stages.
+    origin: Option<(i32, i64)>,
     offsets: Tracker,
 }
 
@@ -575,19 +587,19 @@ pub fn spawn(
         metrics.clone(),
         shutdown.clone(),
     )?;
-    let cfg = KafkaConfig {
+    let staged = KafkaConfig {
         input_topic: cfg.with_caller_figures_topic.clone(),
         ..cfg.clone()
     };
     let stop = shutdown.clone();
     spawn_on(
-        &cfg,
+        &staged,
         bootstrap,
         pipeline,
         metrics,
         health,
         shutdown,
-        Some(stages),
+        Some((stages, cfg.input_topic.clone())),
     )
     .inspect_err(|_| stop.cancel())
 }
@@ -599,8 +611,12 @@ fn spawn_on(
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
-    stages: Option<by_caller::Stages>,
+    stages: Option<(by_caller::Stages, String)>,
 ) -> Result<ProcessorHandle, KafkaSetupError> {
+    let (stages, source_topic) = match stages {
+        Some((stages, input)) => (Some(stages), input),
+        None => (None, cfg.input_topic.clone()),
+    };
     let fatal = Arc::new(Fatal::default());
     let refused = RefusedQueue::default();
     let producer: ThreadedProducer<DeliveryContext> = producer_config(cfg, bootstrap)
@@ -621,6 +637,7 @@ fn spawn_on(
     .map_err(KafkaSetupError::State)?;
     let shared = Arc::new(Shared {
         input_topic: cfg.input_topic.clone(),
+        source_topic,
         task_topic: cfg.task_topic.clone(),
         dlq_topic: cfg.dlq_topic.clone(),
         state_topic: cfg.state_topic.clone(),
@@ -716,6 +733,11 @@ fn poll_loop(
                     payload: m.payload().map(<[u8]>::to_vec),
                     caller_figures: if figures_in_records {
                         by_caller::caller_figures_of(&m)
+                    } else {
+                        None
+                    },
+                    origin: if figures_in_records {
+                        by_caller::input_position(&m)
                     } else {
                         None
                     },
@@ -918,6 +940,7 @@ fn delivery(r: &Record, output: Output) -> Box<Delivery> {
         offsets: r.offsets.clone(),
         partition: r.partition,
         offset: r.offset,
+        origin: r.origin,
         output,
     })
 }
