@@ -537,16 +537,9 @@ async fn feature_windows_are_rebuilt_from_the_input_after_a_restart() {
     let mut cfg = sample_config(&broker.bootstrap(), 1);
     // The sample's windowed rules ship disabled: enable them in a copy.
     let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let rules = std::fs::read_to_string(root.join("rules.toml"))
-        .unwrap()
-        .replace("enabled = false", "enabled = true")
-        .replace(
-            "file = \"lists/",
-            &format!("file = \"{}/lists/", root.display()),
-        );
-    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
-    cfg.rules.path = dir.path().join("rules.toml");
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| {
+        r.replace("enabled = false", "enabled = true")
+    });
     create_topics(&cfg).await;
 
     let now = std::time::SystemTime::now()
@@ -627,16 +620,9 @@ async fn a_callers_burst_is_seen_whole_across_partitions_instances_and_a_rebalan
     let broker = start_broker().await;
     let mut cfg = sample_config(&broker.bootstrap(), 8);
     let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let rules = std::fs::read_to_string(root.join("rules.toml"))
-        .unwrap()
-        .replace("score = 45\nenabled = false\n", "score = 45\n")
-        .replace(
-            "file = \"lists/",
-            &format!("file = \"{}/lists/", root.display()),
-        );
-    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
-    cfg.rules.path = dir.path().join("rules.toml");
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| {
+        r.replace("score = 45\nenabled = false\n", "score = 45\n")
+    });
     create_topics(&cfg).await;
 
     let now = std::time::SystemTime::now()
@@ -815,16 +801,9 @@ async fn a_persons_last_task_is_remembered_across_a_restart_after_it_closed() {
     let broker = start_broker().await;
     let mut cfg = sample_config(&broker.bootstrap(), 2);
     let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let rules = std::fs::read_to_string(root.join("rules.toml"))
-        .unwrap()
-        .replace("score = 25\nenabled = false\n", "score = 25\n")
-        .replace(
-            "file = \"lists/",
-            &format!("file = \"{}/lists/", root.display()),
-        );
-    std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
-    cfg.rules.path = dir.path().join("rules.toml");
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| {
+        r.replace("score = 25\nenabled = false\n", "score = 25\n")
+    });
     create_topics(&cfg).await;
 
     let now = std::time::SystemTime::now()

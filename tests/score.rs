@@ -12,6 +12,17 @@ use dissuade::task::TaskId;
 
 const EVENTS: &str = include_str!("data/events.jsonl");
 
+/// Writes the shipped rules, changed by `edit`, to `dest` (list files still found in
+/// `config/lists/`).
+fn write_rules_edited(dest: &Path, edit: impl FnOnce(String) -> String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = edit(std::fs::read_to_string(root.join("rules.toml")).unwrap()).replace(
+        "file = \"lists/",
+        &format!("file = \"{}/lists/", root.display()),
+    );
+    std::fs::write(dest, text).unwrap();
+}
+
 /// Runs the `dissuade` binary from the repository root with `input` on stdin.
 fn dissuade(args: &[&str], input: &[u8]) -> std::process::Output {
     use std::io::Write;
@@ -579,15 +590,7 @@ fn a_burst_of_harmless_calls_to_elderly_people_raises_tasks_and_one_alone_does_n
     // The windowed rules ship disabled (see config/rules.toml): enable them.
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules.toml");
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
-    let text = std::fs::read_to_string(shipped)
-        .unwrap()
-        .replace("enabled = false", "enabled = true")
-        .replace(
-            "file = \"lists/",
-            &format!("file = \"{}/config/lists/", env!("CARGO_MANIFEST_DIR")),
-        );
-    std::fs::write(&rules, text).unwrap();
+    write_rules_edited(&rules, |r| r.replace("enabled = false", "enabled = true"));
     let out = {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_dissuade"))
@@ -711,15 +714,9 @@ fn a_backtest_on_labelled_traffic_credits_every_change_to_the_rule_that_changed(
         "{}",
         String::from_utf8_lossy(&generated.stderr)
     );
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rules.toml");
-    let text = std::fs::read_to_string(shipped)
-        .unwrap()
-        .replace("score = 45\nenabled = false\n", "score = 45\n")
-        .replace(
-            "file = \"lists/",
-            &format!("file = \"{}/config/lists/", env!("CARGO_MANIFEST_DIR")),
-        );
-    std::fs::write(&candidate, text).unwrap();
+    write_rules_edited(Path::new(&candidate), |r| {
+        r.replace("score = 45\nenabled = false\n", "score = 45\n")
+    });
     let out = dissuade(
         &[
             "backtest", "--events", &events, "--labels", &labels, "--rules", &candidate, "--json",

@@ -50,6 +50,20 @@ pub fn sample_config(bootstrap: &str, partitions: i32) -> Config {
     Config::load_with_env(&path, env).expect("sample config loads")
 }
 
+/// Writes the shipped rules, changed by `edit`, to `dir/rules.toml` (list files still found
+/// in `config/lists/`) and returns its path.
+pub fn sample_rules_edited(dir: &Path, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = edit(std::fs::read_to_string(root.join("rules.toml")).expect("sample rules"))
+        .replace(
+            "file = \"lists/",
+            &format!("file = \"{}/lists/", root.display()),
+        );
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, text).expect("rules copy written");
+    path
+}
+
 /// Logs to the test output, filtered by `RUST_LOG` (off by default).
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
