@@ -11,6 +11,7 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -26,7 +27,7 @@ use dissuade::grid::{
     CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
 };
 use dissuade::lifecycle::{Feedback, Lifecycle, LifecycleSettings, TrackedTask};
-use dissuade::pipeline::{Action, Outcome, Pipeline};
+use dissuade::pipeline::{Action, Live, Outcome, Pipeline};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
 use dissuade::synth::{Synth, SynthConfig};
 use dissuade::task::{Assignee, GridRef, Notify, Reason, Task, TaskId, Victim};
@@ -49,7 +50,7 @@ fn sample_pipeline() -> Pipeline {
 
 /// A realistic mix (the synth defaults: 12 % risky, repeat callers), one event per 10 ms.
 fn synthetic_events(pipeline: &Pipeline, n: usize) -> Vec<Vec<u8>> {
-    let mut synth = Synth::new(pipeline.cell_table(), SynthConfig::default()).with_run_id("bench");
+    let mut synth = Synth::new(&pipeline.cell_table(), SynthConfig::default()).with_run_id("bench");
     (0..n)
         .map(|i| {
             let mut buf = Vec::with_capacity(400);
@@ -100,14 +101,14 @@ fn score(c: &mut Criterion) {
         .iter()
         .map(|p| Event::decode(p).expect("synthetic events are valid"))
         .collect();
-    let sample = pipeline.rules().clone();
+    let sample = pipeline.rules();
     let synthetic =
         RuleSet::from_toml_str(&synthetic_rule_set(50), "synthetic-50").expect("compiles");
     let mut g = c.benchmark_group("score");
     g.throughput(Throughput::Elements(1));
     for (name, rules) in [
         (format!("sample_{}_rules", sample.rules().len()), &sample),
-        ("synthetic_50_rules".to_string(), &synthetic),
+        ("synthetic_50_rules".to_string(), &Arc::new(synthetic)),
     ] {
         g.bench_function(name, |b| {
             b.iter(cycle(&events, |e| {
@@ -364,8 +365,8 @@ fn encode(c: &mut Criterion) {
     let pipeline = sample_pipeline();
     let cfg = config();
     let payloads = synthetic_events(&pipeline, EVENTS);
-    let rules = pipeline.rules();
-    let grid = pipeline.grid();
+    let live = pipeline.live();
+    let (rules, grid) = (&live.rules, &live.grid);
     // Risky events with the cell their victim is in: the inputs of a typical task.
     let risky: Vec<(Event<'_>, dissuade::rules::Score, usize)> = payloads
         .iter()
@@ -385,7 +386,7 @@ fn encode(c: &mut Criterion) {
         let mut total = 0;
         for (e, s, cell) in &risky {
             out.clear();
-            task(&pipeline, &cfg, e, s, *cell).encode_into(&mut out);
+            task(&live, &cfg, e, s, *cell).encode_into(&mut out);
             total += out.len();
         }
         total / risky.len()
@@ -393,7 +394,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function(format!("task_{bytes}B"), |b| {
         b.iter(cycle(&risky, |(e, s, cell)| {
             out.clear();
-            task(&pipeline, &cfg, e, s, *cell).encode_into(&mut out);
+            task(&live, &cfg, e, s, *cell).encode_into(&mut out);
             black_box(out.len())
         }))
     });
@@ -403,14 +404,14 @@ fn encode(c: &mut Criterion) {
 /// The task the pipeline would build (same fields, the cell's community officer assigned),
 /// including rendering the reasons.
 fn task<'a>(
-    pipeline: &'a Pipeline,
+    live: &'a Live,
     cfg: &'a Config,
     e: &'a Event<'a>,
     s: &dissuade::rules::Score,
     cell: usize,
 ) -> Task<'a> {
-    let rules = pipeline.rules();
-    let grid = pipeline.grid();
+    let rules = &live.rules;
+    let grid = &live.grid;
     let c = grid.cell(cell);
     let station = grid.station_of(cell);
     let officer = grid.community_officer(cell);

@@ -22,7 +22,7 @@ fn main() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml");
     let config = Config::load_with_env(&path, std::iter::empty()).expect("sample config loads");
     let pipeline = Pipeline::load(&config).expect("sample pipeline loads").0;
-    let mut synth = Synth::new(pipeline.cell_table(), SynthConfig::default()).with_run_id("bench");
+    let mut synth = Synth::new(&pipeline.cell_table(), SynthConfig::default()).with_run_id("bench");
     let events: Vec<Vec<u8>> = (0..EVENTS)
         .map(|i| {
             let mut buf = Vec::with_capacity(400);

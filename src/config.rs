@@ -104,6 +104,15 @@ impl Source {
 #[serde(deny_unknown_fields)]
 pub struct RulesConfig {
     pub path: PathBuf,
+    /// How often the rules file, its list files, the grid map, stations, roster and cell
+    /// table are checked for changes; a change reloads them all (as SIGHUP does). Zero: only
+    /// SIGHUP (and the rules topic) reload.
+    #[serde(default = "default_watch_interval", with = "humantime_serde")]
+    pub watch_interval: Duration,
+}
+
+fn default_watch_interval() -> Duration {
+    Duration::from_secs(2)
 }
 
 #[derive(Debug, Clone, Deserialize)]

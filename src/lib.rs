@@ -9,6 +9,7 @@
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
 //! the command line, the tests and the benchmarks all drive the same code. [`report`] reads
 //! the task and feedback topics back into the figures the anti-fraud centre reports.
+//! [`reload`] swaps in changed rules, lists, grid map and roster while the service runs.
 pub mod backtest;
 pub mod cli;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod phone;
 pub mod pipeline;
 pub mod privacy;
+pub mod reload;
 pub mod report;
 pub mod rules;
 pub mod service;

@@ -6,6 +6,7 @@
 //! Names follow the Prometheus conventions (`_total` counters, base units, `promtool check
 //! metrics` clean); the README lists every one.
 
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,6 +100,37 @@ fn e2e_histogram() -> Hdr<u64> {
     Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
 }
 
+/// The results a reload is counted under.
+pub const RELOAD_RESULTS: [&str; 4] = ["applied", "unchanged", "invalid", "refused"];
+
+/// Rule hit counters of a live set, by rule index, with its generation.
+type GenerationHits = (u64, Vec<IntCounter>);
+
+struct RuleHits {
+    live: GenerationHits,
+    previous: Option<GenerationHits>,
+}
+
+impl RuleHits {
+    fn of(&self, generation: u64) -> Option<&[IntCounter]> {
+        if self.live.0 == generation {
+            return Some(&self.live.1);
+        }
+        self.previous
+            .as_ref()
+            .filter(|p| p.0 == generation)
+            .map(|p| &p.1[..])
+    }
+}
+
+fn counters_of(rule_vec: &IntCounterVec, rules: &RuleSet) -> Vec<IntCounter> {
+    rules
+        .rules()
+        .iter()
+        .map(|r| rule_vec.with_label_values(&[&r.id]))
+        .collect()
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_consumed: IntCounter,
@@ -110,7 +142,16 @@ pub struct Metrics {
     /// Indexed by `(level as usize - 1) * 3 + match kind`: level `none` never makes a task.
     tasks: Vec<IntCounter>,
     pub upgrades: IntCounter,
-    rule_hits: Vec<IntCounter>,
+    rule_vec: IntCounterVec,
+    /// The hit counters of the live rule set and of the one before it, by index: an event
+    /// scored just before a reload is still counted for the rules that scored it.
+    rule_hits: ArcSwap<RuleHits>,
+    rules_info: IntGaugeVec,
+    rules_loaded: IntGauge,
+    grid_cells: IntGauge,
+    reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
+    last_reload_ok_at: IntGauge,
     pub tasks_delivered: IntCounter,
     pub delivery_failures: IntCounter,
     /// Tasks opened while the suppression state was full (`dispatch.max_open`), so a repeat
@@ -593,13 +634,34 @@ impl Metrics {
         rules_info
             .with_label_values(&[rules.name(), rules.version()])
             .set(1);
-        gauge("dissuade_rules_loaded", "Rules in the loaded rule set.")
-            .set(rules.rules().len() as i64);
-        gauge(
+        let rules_loaded = gauge("dissuade_rules_loaded", "Rules in the live rule set.");
+        rules_loaded.set(rules.rules().len() as i64);
+        let grid_cells_gauge = gauge(
             "dissuade_grid_cells_loaded",
-            "Police grid cells in the loaded map.",
-        )
-        .set(grid_cells as i64);
+            "Police grid cells in the live map.",
+        );
+        grid_cells_gauge.set(grid_cells as i64);
+        let reloads = counter_vec(
+            "dissuade_config_reloads_total",
+            "Reloads of the rules, lists, grid map and roster (file change, SIGHUP or rules \
+             topic), by result: applied, unchanged, invalid (the live set stays), refused \
+             (valid, but needs a restart).",
+            &["result"],
+        );
+        for result in RELOAD_RESULTS {
+            reloads.with_label_values(&[result]);
+        }
+        let last_reload_ok = gauge(
+            "dissuade_config_last_reload_successful",
+            "1 when the last reload was applied or found nothing changed, 0 when it was \
+             invalid or refused (the service runs on the set before it).",
+        );
+        last_reload_ok.set(1);
+        let last_reload_ok_at = gauge(
+            "dissuade_config_last_reload_success_timestamp_seconds",
+            "When the live set was loaded or last reloaded, in seconds since the epoch.",
+        );
+        last_reload_ok_at.set(chrono::Utc::now().timestamp());
 
         let e2e_hdr: SharedHdr = Arc::new(Mutex::new(e2e_histogram()));
         registry
@@ -668,11 +730,17 @@ impl Metrics {
                 "dissuade_task_upgrades_total",
                 "Tasks that raised the level of a person's open task.",
             ),
-            rule_hits: rules
-                .rules()
-                .iter()
-                .map(|r| rule_vec.with_label_values(&[&r.id]))
-                .collect(),
+            rule_hits: ArcSwap::from_pointee(RuleHits {
+                live: (0, counters_of(&rule_vec, rules)),
+                previous: None,
+            }),
+            rule_vec,
+            rules_info,
+            rules_loaded,
+            grid_cells: grid_cells_gauge,
+            reloads,
+            last_reload_ok,
+            last_reload_ok_at,
             tasks_delivered: counter(
                 "dissuade_tasks_delivered_total",
                 "Tasks acknowledged by the broker.",
@@ -761,14 +829,54 @@ impl Metrics {
         }
     }
 
+    /// Follows a new live set: its rules' hit counters, version, sizes and lists.
+    pub fn live_changed(&self, live: &crate::pipeline::Live) {
+        self.rules_changed(live.generation, &live.rules, live.grid.cells().len());
+    }
+
+    fn rules_changed(&self, generation: u64, rules: &RuleSet, grid_cells: usize) {
+        let previous = self.rule_hits.load();
+        self.rule_hits.store(Arc::new(RuleHits {
+            live: (generation, counters_of(&self.rule_vec, rules)),
+            previous: Some(previous.live.clone()),
+        }));
+        self.rules_info.reset();
+        self.rules_info
+            .with_label_values(&[rules.name(), rules.version()])
+            .set(1);
+        self.rules_loaded.set(rules.rules().len() as i64);
+        self.grid_cells.set(grid_cells as i64);
+        self.export_lists(rules);
+    }
+
+    /// Counts one reload; `result` is one of [`RELOAD_RESULTS`].
+    pub fn reload(&self, result: &str) {
+        self.reloads.with_label_values(&[result]).inc();
+        let ok = matches!(result, "applied" | "unchanged");
+        self.last_reload_ok.set(i64::from(ok));
+        if ok {
+            self.last_reload_ok_at.set(chrono::Utc::now().timestamp());
+        }
+    }
+
+    /// Reloads counted with `result`.
+    pub fn reloads(&self, result: &str) -> u64 {
+        self.reloads.with_label_values(&[result]).get()
+    }
+
     /// Counts one pipeline outcome (the task itself is counted again when delivered).
     pub fn record(&self, outcome: &Outcome) {
         self.events_consumed.inc();
         match outcome {
             Outcome::Rejected(e) => self.record_dead_letter(e.kind()),
             Outcome::Scored(s) => {
-                for &i in &s.fired {
-                    self.rule_hits[i as usize].inc();
+                if !s.fired.is_empty() {
+                    let hits = self.rule_hits.load();
+                    if let Some(counters) = hits.of(s.generation) {
+                        for &i in &s.fired {
+                            counters[i as usize].inc();
+                        }
+                    }
                 }
                 match &s.action {
                     Action::BelowThreshold => self.outcome_below.inc(),
@@ -954,6 +1062,66 @@ mod tests {
         )
         .unwrap();
         Metrics::new(&rules, 7)
+    }
+
+    /// Rule indexes mean the rules of the set that scored the event: one scored just before
+    /// a reload is counted for the rule it fired, not for the rule now at that index.
+    #[test]
+    fn rule_hits_follow_the_set_that_scored_the_event_across_a_reload() {
+        let m = metrics();
+        let reloaded = RuleSet::from_toml_str(
+            r#"
+            [levels]
+            low = 20
+            medium = 40
+            high = 60
+            critical = 90
+
+            [[rule]]
+            id = "added_first"
+            description = "d"
+            reason = "r"
+            score = 20
+            when = "callee_age >= 70"
+
+            [[rule]]
+            id = "voip_caller"
+            description = "d"
+            reason = "r"
+            score = 20
+            when = "caller_flags has voip"
+            "#,
+            "test",
+        )
+        .unwrap();
+        m.rules_changed(1, &reloaded, 7);
+        let scored = |generation: u64| {
+            Outcome::Scored(crate::pipeline::Scored {
+                generation,
+                level: Level::Low,
+                score: 20,
+                fired: [0].into_iter().collect(),
+                figures: crate::features::NO_FIGURES,
+                occurred_at_ms: 0,
+                key_matches: None,
+                action: Action::BelowThreshold,
+            })
+        };
+        m.record(&scored(0));
+        m.record(&scored(1));
+        m.record(&scored(1));
+        // Two reloads ago: its rules are not known any more, so it is not counted.
+        m.rules_changed(2, &reloaded, 7);
+        m.record(&scored(0));
+        let text = m.render();
+        for line in [
+            "dissuade_rule_hits_total{rule=\"voip_caller\"} 1\n",
+            "dissuade_rule_hits_total{rule=\"added_first\"} 2\n",
+            "dissuade_rules_loaded 2\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert_eq!(text.matches("dissuade_rules_info{").count(), 1, "{text}");
     }
 
     #[test]

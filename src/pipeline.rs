@@ -2,14 +2,17 @@
 //! encode. No I/O and no locks beyond the dispatcher's sharded map, so any number of worker
 //! threads can share one `Pipeline`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use thiserror::Error;
 
 use crate::config::{Config, DispatchConfig, InputConfig, ScriptsConfig};
 use crate::dispatch::{callee_key, Decision, Dispatcher, OpenTask};
 use crate::event::{Event, EventError, Location};
-use crate::features::{Figures, Windows, NO_FIGURES};
+use crate::features::{FeatureSpec, Figures, KeySide, Windows, NO_FIGURES};
 use crate::grid::cell_table::CellTable;
 use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
 use crate::rules::{Fired, Level, RuleSet, RulesError, Score};
@@ -30,6 +33,8 @@ pub enum Outcome {
 
 #[derive(Debug)]
 pub struct Scored {
+    /// The [`Live::generation`] that scored it: `fired` indexes its rules.
+    pub generation: u64,
     pub level: Level,
     pub score: i32,
     /// Indexes of the rules that fired, into [`RuleSet::rules`].
@@ -142,14 +147,54 @@ pub enum LoadError {
     Config(#[from] crate::config::ConfigError),
 }
 
+/// What a reload replaces: the rule set, the grid map with its roster, the cell table, and
+/// the windows of the rule set's features (the same windows while the features stay the
+/// same). Each event is processed wholly by one `Live`.
+pub struct Live {
+    /// Counts installs from 0 (the set loaded at start): metrics tell events scored by a set
+    /// just replaced from those of the new one.
+    pub generation: u64,
+    pub rules: Arc<RuleSet>,
+    pub grid: Arc<GridMap>,
+    pub cells: Arc<CellTable>,
+    /// The state of the rule set's windowed features.
+    pub windows: Arc<Windows>,
+}
+
+/// A validated replacement for the live set, not installed yet.
+pub struct Candidate {
+    live: Live,
+    /// Whether its windows are new (the features changed) and must be filled from the input
+    /// before it is installed (see [`Pipeline::offer`]).
+    pub rebuild_windows: bool,
+}
+
+/// Why a replacement was refused; the live set stays.
+#[derive(Debug, Error)]
+pub enum RefusedChange {
+    #[error(
+        "the change turns the caller-side windows {0}: the by-caller stages start and stop \
+         only with the service; restart dissuade to apply it"
+    )]
+    CallerStagesChanged(&'static str),
+    #[error(
+        "the change edits the caller-side features, which the by-caller stage computes from \
+         windows it keeps since the start; restart dissuade to apply it"
+    )]
+    CallerFeaturesChanged,
+}
+
 pub struct Pipeline {
     input: InputConfig,
-    rules: RuleSet,
-    grid: GridMap,
-    cells: CellTable,
+    live: ArcSwap<Live>,
+    /// A candidate whose windows the processor fills before installing it.
+    pending: Mutex<Option<Candidate>>,
+    /// From the offer of such a candidate to its install.
+    rebuilding: AtomicBool,
+    /// Held while a change from the lists topic is applied and while a new set takes over
+    /// the changes, so that none lands on a set just replaced.
+    list_changes: Mutex<()>,
     dispatcher: Dispatcher,
-    /// The state of the rule set's windowed features.
-    windows: Windows,
     /// Set when the by-caller stage computes the caller figures (the windows then keep none).
     caller_figures_in_records: bool,
     dispatch: DispatchConfig,
@@ -168,11 +213,17 @@ impl Pipeline {
         Pipeline {
             input,
             dispatcher: Dispatcher::new(dispatch.suppression_window, dispatch.max_open),
-            windows: Windows::new(rules.features(), rules.window_limits()),
+            live: ArcSwap::from_pointee(Live {
+                generation: 0,
+                windows: Arc::new(Windows::new(rules.features(), rules.window_limits())),
+                rules: Arc::new(rules),
+                grid: Arc::new(grid),
+                cells: Arc::new(cells),
+            }),
+            pending: Mutex::new(None),
+            rebuilding: AtomicBool::new(false),
+            list_changes: Mutex::new(()),
             caller_figures_in_records: false,
-            rules,
-            grid,
-            cells,
             dispatch,
             scripts,
         }
@@ -182,13 +233,7 @@ impl Pipeline {
     /// polygons that were repaired on load.
     pub fn load(config: &Config) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
         let rules = RuleSet::load(&config.resolve(&config.rules.path))?;
-        // Script keys are fraud types: only the rule set knows which exist.
-        config.check_scripts(&rules.fraud_types().collect::<Vec<_>>())?;
-        let (grid, warnings) = load_grid(config)?;
-        let cells = match &config.grid.cell_table {
-            Some(p) => CellTable::load(&config.resolve(p))?,
-            None => CellTable::from_rows(Vec::<(String, f64, f64)>::new())?,
-        };
+        let (rules, grid, cells, warnings) = load_parts(config, rules)?;
         let pipeline = Pipeline::new(
             config.input.clone(),
             rules,
@@ -200,8 +245,13 @@ impl Pipeline {
         Ok((pipeline, warnings))
     }
 
-    pub fn rules(&self) -> &RuleSet {
-        &self.rules
+    /// The live set (a snapshot: a reload does not change it under the caller).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.live.load().rules.clone()
     }
 
     /// The lowest level that makes a task (`dispatch.min_level`).
@@ -209,12 +259,12 @@ impl Pipeline {
         self.dispatch.min_level
     }
 
-    pub fn grid(&self) -> &GridMap {
-        &self.grid
+    pub fn grid(&self) -> Arc<GridMap> {
+        self.live.load().grid.clone()
     }
 
-    pub fn cell_table(&self) -> &CellTable {
-        &self.cells
+    pub fn cell_table(&self) -> Arc<CellTable> {
+        self.live.load().cells.clone()
     }
 
     pub fn dispatcher(&self) -> &Dispatcher {
@@ -222,20 +272,128 @@ impl Pipeline {
     }
 
     /// The windowed features' state.
-    pub fn windows(&self) -> &Windows {
-        &self.windows
+    pub fn windows(&self) -> Arc<Windows> {
+        self.live.load().windows.clone()
     }
 
     /// Leaves the caller-side windows to the by-caller stage (`kafka::by_caller`), whose
     /// figures then come with each record. False, and nothing changed, when no enabled rule
     /// reads a caller-side window.
     pub fn take_caller_figures_from_records(&mut self) -> bool {
-        if !self.windows.keeps_callers() {
+        let live = self.live.load_full();
+        if !live.windows.keeps_callers() {
             return false;
         }
-        self.windows = Windows::without_callers(self.rules.features(), self.rules.window_limits());
+        self.live.store(Arc::new(Live {
+            generation: live.generation,
+            rules: live.rules.clone(),
+            grid: live.grid.clone(),
+            cells: live.cells.clone(),
+            windows: Arc::new(Windows::without_callers(
+                live.rules.features(),
+                live.rules.window_limits(),
+            )),
+        }));
         self.caller_figures_in_records = true;
         true
+    }
+
+    /// Checks a replacement for the live set against what cannot change while running, and
+    /// gives it the live windows when its features are the same (else new, empty ones that
+    /// keep the people's last tasks).
+    pub fn prepare(
+        &self,
+        rules: RuleSet,
+        grid: GridMap,
+        cells: CellTable,
+    ) -> Result<Candidate, RefusedChange> {
+        let live = self.live.load();
+        let caller_features = |r: &RuleSet| -> Vec<(usize, FeatureSpec)> {
+            r.features()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.used && f.key == KeySide::Caller)
+                .map(|(i, f)| (i, f.clone()))
+                .collect()
+        };
+        if self.caller_figures_in_records {
+            if !rules.keeps_caller_windows() {
+                return Err(RefusedChange::CallerStagesChanged("off"));
+            }
+            if caller_features(&rules) != caller_features(&live.rules) {
+                return Err(RefusedChange::CallerFeaturesChanged);
+            }
+        } else if rules.keeps_caller_windows() && !live.rules.keeps_caller_windows() {
+            return Err(RefusedChange::CallerStagesChanged("on"));
+        }
+        let same_windows = rules.features() == live.rules.features()
+            && rules.window_limits() == live.rules.window_limits();
+        let windows = if same_windows {
+            live.windows.clone()
+        } else {
+            let fresh = if self.caller_figures_in_records {
+                Windows::without_callers(rules.features(), rules.window_limits())
+            } else {
+                Windows::new(rules.features(), rules.window_limits())
+            };
+            fresh.adopt_last_tasks(&live.windows);
+            Arc::new(fresh)
+        };
+        Ok(Candidate {
+            rebuild_windows: !same_windows && !windows.is_empty(),
+            live: Live {
+                generation: live.generation + 1,
+                rules: Arc::new(rules),
+                grid: Arc::new(grid),
+                cells: Arc::new(cells),
+                windows,
+            },
+        })
+    }
+
+    /// Installs a candidate at once when its windows are the live ones (or it keeps none);
+    /// otherwise leaves it for the processor, which fills its windows from the input at its
+    /// next pause ([`Pipeline::take_pending`]) and installs it. Returns whether it was
+    /// installed now.
+    pub fn offer(&self, candidate: Candidate) -> bool {
+        if candidate.rebuild_windows {
+            self.rebuilding.store(true, Ordering::Release);
+            *self.pending.lock().expect("pending lock") = Some(candidate);
+            false
+        } else {
+            self.install(candidate);
+            true
+        }
+    }
+
+    /// The candidate waiting for its windows, if any.
+    pub fn take_pending(&self) -> Option<Candidate> {
+        self.pending.lock().expect("pending lock").take()
+    }
+
+    /// Whether a candidate offered is waiting for, or getting, its windows.
+    pub fn rebuild_pending(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
+    }
+
+    /// Makes `candidate` the live set: events processed from now on use it. Its lists take
+    /// over the changes the lists topic made to the live ones.
+    pub fn install(&self, candidate: Candidate) {
+        let _changes = self.list_changes.lock().expect("list changes lock");
+        let live = self.live.load();
+        for list in candidate.live.rules.lists() {
+            if let Some(previous) = live.rules.list(&list.id) {
+                list.carry_changes_from(previous);
+            }
+        }
+        self.live.store(Arc::new(candidate.live));
+        self.rebuilding.store(false, Ordering::Release);
+    }
+
+    /// Applies one record of the lists topic to the live lists (see `kafka::lists`).
+    pub fn apply_list_change(&self, payload: &[u8]) -> crate::kafka::lists::Applied {
+        let _changes = self.list_changes.lock().expect("list changes lock");
+        crate::kafka::lists::apply(&self.live.load().rules, payload)
     }
 
     /// Whether each record brings its caller figures (see
@@ -285,16 +443,20 @@ impl Pipeline {
             Err(e) => return Outcome::Rejected(e),
         };
         timer.lap(Stage::Decode);
-        let (score, figures) = if self.windows.is_empty() && caller_figures.is_none() {
-            (self.rules.score(&event), NO_FIGURES)
+        let live = self.live.load();
+        let (score, figures) = if live.windows.is_empty() && caller_figures.is_none() {
+            (live.rules.score(&event), NO_FIGURES)
         } else {
             let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
-            self.rules
-                .score_with(&event, &self.windows, task_id, partition, caller_figures)
+            live.rules
+                .score_with(&event, &live.windows, task_id, partition, caller_figures)
         };
         timer.lap(Stage::Score);
-        let action = self.act(&event, &score, &figures, partition, now_ms, out, timer);
+        let action = self.act(
+            &live, &event, &score, &figures, partition, now_ms, out, timer,
+        );
         Outcome::Scored(Scored {
+            generation: live.generation,
             level: score.level,
             score: score.total,
             fired: score.fired,
@@ -309,12 +471,32 @@ impl Pipeline {
     /// assigned) to the feature windows, as processing it did, without scoring it or making
     /// anything of it. False when it is not a valid event (it was dead-lettered then).
     pub fn replay_into_windows(&self, payload: &[u8], partition: i32, now_ms: i64) -> bool {
+        self.replay_into(&self.live.load(), payload, partition, now_ms)
+    }
+
+    /// How far back a candidate's windows look (see [`Windows::span`]).
+    pub fn candidate_span(candidate: &Candidate) -> Duration {
+        candidate.live.windows.span()
+    }
+
+    /// [`Pipeline::replay_into_windows`] into the windows of a candidate set.
+    pub fn replay_into_candidate(
+        &self,
+        candidate: &Candidate,
+        payload: &[u8],
+        partition: i32,
+        now_ms: i64,
+    ) -> bool {
+        self.replay_into(&candidate.live, payload, partition, now_ms)
+    }
+
+    fn replay_into(&self, live: &Live, payload: &[u8], partition: i32, now_ms: i64) -> bool {
         let Ok(event) = self.admit(payload, now_ms) else {
             return false;
         };
         let task_id = TaskId::for_event(&event.event_id, &event.callee_number);
-        self.rules
-            .observe(&event, &self.windows, task_id, partition);
+        live.rules
+            .observe(&event, &live.windows, task_id, partition);
         true
     }
 
@@ -366,6 +548,7 @@ impl Pipeline {
     #[allow(clippy::too_many_arguments)]
     fn act(
         &self,
+        live: &Live,
         event: &Event<'_>,
         score: &Score,
         figures: &Figures,
@@ -388,13 +571,13 @@ impl Pipeline {
             Decision::New => None,
             Decision::Upgrade { previous } => Some(previous),
         };
-        self.windows
+        live.windows
             .task_made(callee, event.occurred_at_ms, task_id.short());
         timer.lap(Stage::Dispatch);
 
-        let location = self.locate_victim(event);
+        let location = Self::locate_victim(live, event);
         let found = match location {
-            Some((loc, _)) => self.grid.locate(loc.lon, loc.lat),
+            Some((loc, _)) => live.grid.locate(loc.lon, loc.lat),
             None => GridMatch {
                 cell: None,
                 kind: MatchKind::Unmatched,
@@ -402,7 +585,7 @@ impl Pipeline {
             },
         };
         timer.lap(Stage::Locate);
-        let (grid, assignee, also_notify) = self.assign(found);
+        let (grid, assignee, also_notify) = self.assign(live, found);
         let key = assignee.id().to_owned();
         let task = Task {
             task_id,
@@ -421,10 +604,10 @@ impl Pipeline {
             reasons: fired
                 .iter()
                 .map(|&i| {
-                    let rule = &self.rules.rules()[i as usize];
+                    let rule = &live.rules.rules()[i as usize];
                     Reason {
                         rule_id: &rule.id,
-                        reason: self.rules.reason(i, event, figures),
+                        reason: live.rules.reason(i, event, figures),
                         score: rule.score,
                     }
                 })
@@ -441,7 +624,7 @@ impl Pipeline {
             script: self
                 .scripts
                 .for_fraud_type(event.fraud_type_hint.as_deref()),
-            rules_version: self.rules.version(),
+            rules_version: live.rules.version(),
         };
         task.encode_into(out);
         timer.lap(Stage::Encode);
@@ -454,17 +637,21 @@ impl Pipeline {
         })
     }
 
-    fn locate_victim(&self, event: &Event<'_>) -> Option<(Location, LocationSource)> {
+    fn locate_victim(live: &Live, event: &Event<'_>) -> Option<(Location, LocationSource)> {
         if let Some(loc) = event.callee_location {
             return Some((loc, LocationSource::Event));
         }
         let cell_id = event.cell_id.as_deref()?;
-        let (lon, lat) = self.cells.get(cell_id)?;
+        let (lon, lat) = live.cells.get(cell_id)?;
         Some((Location { lon, lat }, LocationSource::CellId))
     }
 
     /// The grid reference, the assignee and who else to notify for a lookup result.
-    fn assign(&self, found: GridMatch) -> (GridRef<'_>, Assignee<'_>, Vec<Notify<'_>>) {
+    fn assign<'a>(
+        &'a self,
+        live: &'a Live,
+        found: GridMatch,
+    ) -> (GridRef<'a>, Assignee<'a>, Vec<Notify<'a>>) {
         let Some(cell_idx) = found.cell else {
             let grid = GridRef {
                 match_kind: MatchKind::Unmatched,
@@ -479,8 +666,8 @@ impl Pipeline {
             };
             return (grid, desk, Vec::new());
         };
-        let cell = self.grid.cell(cell_idx);
-        let station = self.grid.station_of(cell_idx);
+        let cell = live.grid.cell(cell_idx);
+        let station = live.grid.station_of(cell_idx);
         let grid = GridRef {
             match_kind: found.kind,
             grid_id: Some(&cell.grid_id),
@@ -490,14 +677,14 @@ impl Pipeline {
             distance_m: (found.kind == MatchKind::Snapped)
                 .then(|| (found.distance_m * 10.0).round() / 10.0),
         };
-        let officer = self.grid.community_officer(cell_idx);
+        let officer = live.grid.community_officer(cell_idx);
         let assignee = match officer {
             Some(o) => Assignee::Officer(o),
             None => Assignee::DutyDesk {
                 desk_id: &station.duty_desk_id,
             },
         };
-        let also_notify = self
+        let also_notify = live
             .grid
             .roster(cell_idx)
             .iter()
@@ -506,6 +693,22 @@ impl Pipeline {
             .collect();
         (grid, assignee, also_notify)
     }
+}
+
+/// Checks a rule set against the config and loads the grid map and cell table beside it:
+/// everything a start or a reload needs. Warnings are polygons repaired on load.
+pub fn load_parts(
+    config: &Config,
+    rules: RuleSet,
+) -> Result<(RuleSet, GridMap, CellTable, Vec<GridWarning>), LoadError> {
+    // Script keys are fraud types: only the rule set knows which exist.
+    config.check_scripts(&rules.fraud_types().collect::<Vec<_>>())?;
+    let (grid, warnings) = load_grid(config)?;
+    let cells = match &config.grid.cell_table {
+        Some(p) => CellTable::load(&config.resolve(p))?,
+        None => CellTable::from_rows(Vec::<(String, f64, f64)>::new())?,
+    };
+    Ok((rules, grid, cells, warnings))
 }
 
 /// Loads the grid map the config names. Warnings are polygons that were repaired on load.

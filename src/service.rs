@@ -18,6 +18,7 @@ use crate::kafka::processor::{self, ProcessorHandle};
 use crate::kafka::{ensure_topics, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::pipeline::{LoadError, Pipeline};
+use crate::reload::{self, ReloadHandle, Reloader};
 
 #[derive(Debug, Error)]
 pub enum ServiceError {
@@ -48,6 +49,8 @@ pub struct Service {
     /// Where the desk and officer views are served, when they are.
     pub web_addr: Option<SocketAddr>,
     pub warnings: Vec<GridWarning>,
+    /// Reloads the rules, lists, grid map and roster (as SIGHUP does).
+    pub reload: ReloadHandle,
     processor: ProcessorHandle,
     lifecycle: Option<LifecycleHandle>,
     shutdown: CancellationToken,
@@ -80,9 +83,11 @@ impl Service {
         let health = Arc::new(Health::default());
         health.config_loaded.store(true, Ordering::Relaxed);
         let metrics = Arc::new(Metrics::new(
-            pipeline.rules(),
+            &pipeline.rules(),
             pipeline.grid().cells().len(),
         ));
+        // Right after the load: a file changed from here on is a change to reload.
+        let reloader = Reloader::new(config.clone(), pipeline.clone(), metrics.clone());
         let k = &config.kafka;
 
         #[cfg(feature = "embedded-broker")]
@@ -131,7 +136,7 @@ impl Service {
             crate::kafka::lists::spawn(
                 k,
                 &bootstrap,
-                pipeline.rules().clone(),
+                pipeline.clone(),
                 metrics.clone(),
                 shutdown.clone(),
             )
@@ -148,7 +153,7 @@ impl Service {
         let lifecycle = if config.lifecycle.enabled {
             let options = LifecycleOptions {
                 clock,
-                desks: lifecycle::station_desks(pipeline.grid()),
+                desks: lifecycle::station_desks(&pipeline.grid()),
             };
             let started = lifecycle::spawn(
                 config,
@@ -175,7 +180,7 @@ impl Service {
             match crate::web::serve(
                 config,
                 &bootstrap,
-                pipeline.grid(),
+                &pipeline.grid(),
                 metrics.clone(),
                 shutdown.clone(),
             )
@@ -193,7 +198,9 @@ impl Service {
                 }
             }
         };
+        let reload = reload::spawn(reloader, shutdown.clone());
         Ok(Service {
+            reload,
             pipeline,
             metrics,
             health,

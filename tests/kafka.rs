@@ -452,33 +452,39 @@ async fn created_topics_get_the_configured_replication_factor() {
 /// Numbers added to and removed from a list through the lists topic reach the loaded rule
 /// set while it runs; records that are not changes are counted and skipped.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_lists_topic_changes_a_loaded_list_while_running() {
-    use dissuade::rules::RuleSet;
+async fn the_lists_topic_changes_a_loaded_list_while_running_and_a_reload_keeps_the_changes() {
+    use dissuade::pipeline::Pipeline;
+    use dissuade::reload::{Reloaded, Reloader};
     use std::borrow::Cow;
+    use std::sync::Arc;
 
     let broker = start_broker().await;
-    let cfg = sample_config(&broker.bootstrap(), 1);
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
     let k = &cfg.kafka;
     dissuade::kafka::ensure_topics(k, &k.brokers, &[&k.lists_topic])
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fraud.txt"), "+852 5123 9901\n").unwrap();
-    let rules = RuleSet::from_toml_str_in(
-        "[levels]\nlow = 20\nmedium = 40\nhigh = 60\ncritical = 90\n\n\
-         [[list]]\nid = \"known_fraud\"\ndescription = \"d\"\nfile = \"fraud.txt\"\n\n\
-         [[rule]]\nid = \"listed\"\ndescription = \"d\"\nreason = \"x\"\nscore = 60\n\
-         when = \"caller_number in_list known_fraud\"\n",
-        "rules.toml",
-        dir.path(),
-    )
-    .unwrap();
-    let metrics = std::sync::Arc::new(dissuade::metrics::Metrics::new(&rules, 0));
+    let rules_file = |score: i32| {
+        format!(
+            "[levels]\nlow = 20\nmedium = 40\nhigh = 60\ncritical = 90\n\n\
+             [[list]]\nid = \"known_fraud\"\ndescription = \"d\"\nfile = \"fraud.txt\"\n\n\
+             [[rule]]\nid = \"listed\"\ndescription = \"d\"\nreason = \"x\"\nscore = {score}\n\
+             when = \"caller_number in_list known_fraud\"\n"
+        )
+    };
+    cfg.rules.path = dir.path().join("rules.toml");
+    std::fs::write(&cfg.rules.path, rules_file(60)).unwrap();
+    let (pipeline, _) = Pipeline::load(&cfg).unwrap();
+    let pipeline = Arc::new(pipeline);
+    let metrics = Arc::new(dissuade::metrics::Metrics::new(&pipeline.rules(), 0));
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let k = &cfg.kafka;
     let reader = dissuade::kafka::lists::spawn(
         k,
         &broker.bootstrap(),
-        rules.clone(),
+        pipeline.clone(),
         metrics.clone(),
         shutdown.clone(),
     )
@@ -513,7 +519,7 @@ async fn the_lists_topic_changes_a_loaded_list_while_running() {
         )
         .unwrap();
         e.caller_number = Cow::Owned(caller.to_owned());
-        rules.score(&e).total
+        pipeline.rules().score(&e).total
     };
     assert_eq!(score("139 0000 1111"), 60, "added");
     assert_eq!(score("+85251239901"), 0, "removed");
@@ -524,6 +530,19 @@ async fn the_lists_topic_changes_a_loaded_list_while_running() {
     ] {
         assert!(t.contains(line), "{line} in\n{t}");
     }
+
+    // A reload reads the list file again: the topic's changes still hold on the new set.
+    let mut reloader = Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone());
+    std::fs::write(&cfg.rules.path, rules_file(70)).unwrap();
+    assert!(matches!(
+        reloader.reload("test").unwrap(),
+        Reloaded::Applied {
+            windows_rebuilt: false,
+            ..
+        }
+    ));
+    assert_eq!(score("139 0000 1111"), 70, "added, after the reload");
+    assert_eq!(score("+85251239901"), 0, "removed, after the reload");
     shutdown.cancel();
     reader.join().unwrap();
 }

@@ -57,7 +57,7 @@ impl Running {
     fn start(cfg: &Config, clock: &Arc<AtomicI64>) -> Running {
         let (pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
         let metrics = Arc::new(Metrics::new(
-            pipeline.rules(),
+            &pipeline.rules(),
             pipeline.grid().cells().len(),
         ));
         let health = Arc::new(Health::default());
@@ -71,7 +71,7 @@ impl Running {
             shutdown.clone(),
             LifecycleOptions {
                 clock: Arc::new(move || now.load(Ordering::SeqCst)),
-                desks: lifecycle::station_desks(pipeline.grid()),
+                desks: lifecycle::station_desks(&pipeline.grid()),
             },
         )
         .expect("lifecycle starts");

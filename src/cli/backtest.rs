@@ -68,7 +68,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     ];
     let ids: Vec<Option<String>> = events.iter().map(|e| event_id(e)).collect();
     let report = compare(
-        [pipelines[0].rules(), pipelines[1].rules()],
+        [&pipelines[0].rules(), &pipelines[1].rules()],
         [&verdicts[0], &verdicts[1]],
         &ids,
         labels.as_ref(),

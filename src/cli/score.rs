@@ -140,7 +140,8 @@ fn explain(
             "error": mask_digits(&e.to_string()),
         }),
         Outcome::Scored(s) => {
-            let rules = pipeline.rules().rules();
+            let rule_set = pipeline.rules();
+            let rules = rule_set.rules();
             let fired: Vec<_> = s
                 .fired
                 .iter()

@@ -402,6 +402,20 @@ impl Windows {
             });
     }
 
+    /// Takes over the last tasks `previous` remembers, when these windows keep them too:
+    /// new windows for a changed rule set must not forget who was just visited.
+    pub fn adopt_last_tasks(&self, previous: &Windows) {
+        if self.since_task.is_empty() {
+            return;
+        }
+        for (mine, theirs) in self.last_tasks.iter().zip(&previous.last_tasks) {
+            let theirs = theirs.lock().expect("last-task lock");
+            mine.lock()
+                .expect("last-task lock")
+                .extend(theirs.iter().map(|(k, v)| (*k, *v)));
+        }
+    }
+
     /// Forgets keys whose latest call is outside every window: caller keys by the latest
     /// event time seen anywhere, callee keys by that of their partition. Returns how many
     /// keys were dropped.

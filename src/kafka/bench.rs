@@ -204,7 +204,7 @@ pub fn run(
         opts.events, k.input_topic
     ));
     let synth = Synth::new(
-        pipeline.cell_table(),
+        &pipeline.cell_table(),
         SynthConfig {
             seed: opts.seed,
             ..SynthConfig::default()
@@ -736,7 +736,7 @@ fn run_processor(
     progress: Progress<'_>,
 ) -> anyhow::Result<ProcessorRun> {
     let metrics = Arc::new(Metrics::new(
-        pipeline.rules(),
+        &pipeline.rules(),
         pipeline.grid().cells().len(),
     ));
     let shutdown = CancellationToken::new();
@@ -844,7 +844,7 @@ fn latency_phase(
     let (metrics, processor, copier) = match hop {
         Hop::Processor(pipeline) => {
             let metrics = Arc::new(Metrics::new(
-                pipeline.rules(),
+                &pipeline.rules(),
                 pipeline.grid().cells().len(),
             ));
             let health = Arc::new(Health::default());

@@ -1,6 +1,7 @@
 //! Live changes to the number lists: a reader of the lists topic (every partition from the
 //! beginning, no group, so every instance applies every change) that adds numbers to and
-//! removes them from the loaded lists while the service runs. The files stay the base: a
+//! removes them from the live lists while the service runs (a reload keeps them: see
+//! [`Pipeline::install`]). The files stay the base: a
 //! restart reads them, then the whole topic again.
 //!
 //! A record's value: `{"list": "known_fraud_numbers", "number": "+852 5123 9901", "op":
@@ -19,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::config::KafkaConfig;
 use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
 use crate::rules::RuleSet;
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +79,7 @@ pub fn apply(rules: &RuleSet, payload: &[u8]) -> Applied {
 pub fn spawn(
     kafka: &KafkaConfig,
     bootstrap: &str,
-    rules: RuleSet,
+    pipeline: Arc<Pipeline>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
@@ -95,11 +97,11 @@ pub fn spawn(
         .name("number-lists".into())
         .spawn(move || {
             let mut last_export = Instant::now();
-            metrics.export_lists(&rules);
+            metrics.export_lists(&pipeline.rules());
             while !shutdown.is_cancelled() {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
-                        let result = apply(&rules, m.payload().unwrap_or_default());
+                        let result = pipeline.apply_list_change(m.payload().unwrap_or_default());
                         if result != Applied::Applied {
                             warn!(
                                 partition = m.partition(),
@@ -114,7 +116,7 @@ pub fn spawn(
                     None => {}
                 }
                 if last_export.elapsed() >= Duration::from_secs(1) {
-                    metrics.export_lists(&rules);
+                    metrics.export_lists(&pipeline.rules());
                     last_export = Instant::now();
                 }
             }

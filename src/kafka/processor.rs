@@ -483,7 +483,7 @@ impl ConsumerContext for ConsumerCtx {
                     &s.state_topic,
                     &new,
                     dispatcher,
-                    s.pipeline.windows(),
+                    &s.pipeline.windows(),
                     s.restore_timeout,
                 ) {
                     Ok(r) => s.metrics.state_restored.inc_by(r.records),
@@ -679,6 +679,59 @@ fn spawn_on(
     Ok(ProcessorHandle { thread, stages })
 }
 
+/// Installs a reloaded set whose features changed, after filling its windows from the input
+/// as a restart would: every record dispatched so far is finished and committed, so the
+/// replay up to the committed offsets holds exactly the calls processed, and processing
+/// resumes on the new set after them.
+fn install_with_windows(
+    consumer: &BaseConsumer<ConsumerCtx>,
+    shared: &Shared,
+    candidate: crate::pipeline::Candidate,
+) {
+    let started = Instant::now();
+    if !shared.drain() {
+        warn!("reload: records still in flight after the drain timeout; the new windows may miss them");
+    }
+    shared.commit(consumer, &shared.committable(None), CommitMode::Sync);
+    let partitions: Vec<i32> = shared
+        .trackers
+        .lock()
+        .expect("trackers lock")
+        .keys()
+        .copied()
+        .collect();
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let pipeline = &shared.pipeline;
+    let replayed = window_replay::replay_span(
+        &shared.restore_config,
+        &shared.input_topic,
+        &partitions,
+        Pipeline::candidate_span(&candidate),
+        shared.restore_timeout,
+        |m| {
+            pipeline.replay_into_candidate(
+                &candidate,
+                m.payload().unwrap_or_default(),
+                m.partition(),
+                now_ms,
+            )
+        },
+    );
+    match replayed {
+        Ok(r) => info!(
+            calls = r.calls,
+            took_ms = started.elapsed().as_millis() as u64,
+            "reload: new windows filled from the input; the new set is live"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            "reload: new windows not filled; the new set is live and its figures start from the calls read from now on"
+        ),
+    }
+    pipeline.install(candidate);
+    shared.metrics.live_changed(&pipeline.live());
+}
+
 fn poll_loop(
     consumer: BaseConsumer<ConsumerCtx>,
     shared: Arc<Shared>,
@@ -780,6 +833,9 @@ fn poll_loop(
             catch_up(&metrics.not_remembered, dispatcher.not_remembered());
             catch_up(&metrics.evicted, dispatcher.evicted());
             shared.pipeline.windows().export(metrics);
+            if let Some(candidate) = shared.pipeline.take_pending() {
+                install_with_windows(&consumer, &shared, candidate);
+            }
             last_housekeeping = Instant::now();
         }
     }

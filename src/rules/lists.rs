@@ -99,6 +99,20 @@ impl NumberList {
         true
     }
 
+    /// Takes over the changes made to `previous` while running (from the lists topic), so
+    /// that a list read again from its file on a reload keeps them.
+    pub fn carry_changes_from(&self, previous: &NumberList) {
+        let theirs = previous.changes.read().expect("list lock");
+        if theirs.is_empty() {
+            return;
+        }
+        self.changes
+            .write()
+            .expect("list lock")
+            .extend(theirs.iter().map(|(k, v)| (*k, *v)));
+        self.changed.store(true, Ordering::Release);
+    }
+
     /// Entries on the list now.
     pub fn len(&self) -> usize {
         let changes = self.changes.read().expect("list lock");

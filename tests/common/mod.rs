@@ -209,7 +209,10 @@ pub fn expected_tasks(cfg: &Config, events: &[(String, Vec<u8>)]) -> Vec<TaskSum
 
 /// A processor running in this process, as `dissuade run` would.
 pub struct RunningProcessor {
+    pub pipeline: Arc<Pipeline>,
     pub metrics: Arc<Metrics>,
+    /// Reloads the rules, lists and grid from `cfg`'s files, as SIGHUP does in `run`.
+    pub reload: dissuade::reload::ReloadHandle,
     pub health: Arc<Health>,
     pub shutdown: CancellationToken,
     handle: ProcessorHandle,
@@ -220,21 +223,28 @@ impl RunningProcessor {
         let (mut pipeline, _) = Pipeline::load(cfg).expect("pipeline loads");
         pipeline.take_caller_figures_from_records();
         let metrics = Arc::new(Metrics::new(
-            pipeline.rules(),
+            &pipeline.rules(),
             pipeline.grid().cells().len(),
         ));
         let health = Arc::new(Health::default());
         let shutdown = CancellationToken::new();
+        let pipeline = Arc::new(pipeline);
         let handle = processor::spawn(
             &cfg.kafka,
             &cfg.kafka.brokers,
-            Arc::new(pipeline),
+            pipeline.clone(),
             metrics.clone(),
             health.clone(),
             shutdown.clone(),
         )
         .expect("processor starts");
+        let reload = dissuade::reload::spawn(
+            dissuade::reload::Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone()),
+            shutdown.clone(),
+        );
         RunningProcessor {
+            pipeline,
+            reload,
             metrics,
             health,
             shutdown,

@@ -208,7 +208,7 @@ async fn demo(mut config: Config, args: Args) -> anyhow::Result<ExitCode> {
 
     let cells = service.pipeline.cell_table();
     let synth = Synth::new(
-        cells,
+        &cells,
         SynthConfig {
             seed: args.seed,
             bad_share: args.bad_share,

@@ -1,0 +1,278 @@
+//! Rules, number lists, grid map, stations, roster and cell table changed while running.
+//!
+//! A reload reads and checks everything a start would (the same loaders, the same errors
+//! naming file, line and id), then swaps the whole set at once: each event is scored,
+//! located and assigned by one set, never half of each. An invalid change leaves the live set
+//! in place, logs why and sets `dissuade_config_last_reload_successful` to 0.
+//!
+//! What the windows do: when the features (and `[windows]` limits) are the same, the new set
+//! takes over the live windows as they are. When they changed, the new set's windows are
+//! filled from the input by the processor before it is installed, the way a restart fills
+//! them (see [`crate::kafka::window_replay`]): processing pauses for that replay. Changes the
+//! by-caller stages cannot follow (turning caller-side windows on or off, editing a
+//! caller-side feature) are refused with a message saying a restart applies them.
+//!
+//! Changes made through the lists topic are kept across a reload
+//! ([`crate::pipeline::Pipeline::install`]).
+//!
+//! Triggers: a change to one of the files (checked every `rules.watch_interval` by size and
+//! modification time, so an editor's save, a `mv` into place and a Kubernetes ConfigMap
+//! update are all seen), SIGHUP, and [`ReloadHandle::reload`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{load_parts, LoadError, Pipeline, RefusedChange};
+use crate::rules::RuleSet;
+
+#[derive(Debug, Error)]
+pub enum ReloadError {
+    /// The new files are not a valid set: the live set stays.
+    #[error("{0}")]
+    Invalid(#[from] LoadError),
+    /// Valid, but only a restart can apply it.
+    #[error("{0}")]
+    Refused(#[from] RefusedChange),
+}
+
+impl ReloadError {
+    fn result(&self) -> &'static str {
+        match self {
+            ReloadError::Invalid(_) => "invalid",
+            ReloadError::Refused(_) => "refused",
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new set is live (or, with `windows_rebuilt`, will be once the processor has
+    /// filled its windows).
+    Applied {
+        rules_version: String,
+        windows_rebuilt: bool,
+    },
+    /// The files are byte for byte those of the live set.
+    Unchanged,
+}
+
+/// Size and modification time of each watched file (`None`: missing or unreadable).
+type Stamps = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+
+/// Reloads the live set of one pipeline from the files its config names.
+pub struct Reloader {
+    config: Config,
+    pipeline: Arc<Pipeline>,
+    metrics: Arc<Metrics>,
+    stamps: Stamps,
+    /// A digest of the bytes of every file the live set was read from.
+    digest: u64,
+}
+
+impl Reloader {
+    pub fn new(config: Config, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Reloader {
+        let files = watched_files(&config, &pipeline.rules());
+        Reloader {
+            stamps: stamp(&files),
+            digest: digest(&files),
+            config,
+            pipeline,
+            metrics,
+        }
+    }
+
+    /// Whether a watched file changed since the last look.
+    pub fn files_changed(&mut self) -> bool {
+        let now = stamp(
+            &self
+                .stamps
+                .iter()
+                .map(|(p, _)| p.clone())
+                .collect::<Vec<_>>(),
+        );
+        if now == self.stamps {
+            return false;
+        }
+        self.stamps = now;
+        true
+    }
+
+    /// Reads the files again and, when they make a valid set, makes it live. Counted in
+    /// `dissuade_config_reloads_total` and logged.
+    pub fn reload(&mut self, trigger: &str) -> Result<Reloaded, ReloadError> {
+        // A set whose windows the processor is still filling is installed first: the next
+        // one is checked against it.
+        while self.pipeline.rebuild_pending() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let result = self.try_reload();
+        match &result {
+            Ok(Reloaded::Unchanged) => {
+                self.metrics.reload("unchanged");
+                info!(trigger, "reload: nothing changed");
+            }
+            Ok(Reloaded::Applied {
+                rules_version,
+                windows_rebuilt,
+            }) => {
+                self.metrics.reload("applied");
+                if *windows_rebuilt {
+                    info!(
+                        trigger,
+                        rules_version,
+                        "reload: valid; the features changed, so the processor fills the new windows from the input, then applies it"
+                    );
+                } else {
+                    info!(trigger, rules_version, "reload: applied, windows kept");
+                }
+            }
+            Err(e) => {
+                self.metrics.reload(e.result());
+                warn!(trigger, error = %e, "reload: not applied; the live set stays");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&mut self) -> Result<Reloaded, ReloadError> {
+        let rules = RuleSet::load(&self.config.resolve(&self.config.rules.path))
+            .map_err(LoadError::from)?;
+        let files = watched_files(&self.config, &rules);
+        let digest = digest(&files);
+        if digest == self.digest {
+            return Ok(Reloaded::Unchanged);
+        }
+        let (rules, grid, cells, warnings) = load_parts(&self.config, rules)?;
+        for w in &warnings {
+            warn!(warning = %w, "reload: grid map repaired on load");
+        }
+        let rules_version = rules.version().to_owned();
+        let candidate = self.pipeline.prepare(rules, grid, cells)?;
+        let windows_rebuilt = candidate.rebuild_windows;
+        if self.pipeline.offer(candidate) {
+            self.metrics.live_changed(&self.pipeline.live());
+        }
+        self.digest = digest;
+        self.stamps = stamp(&files);
+        Ok(Reloaded::Applied {
+            rules_version,
+            windows_rebuilt,
+        })
+    }
+}
+
+/// Every file a set is read from: the rules file, its list files, the grid map, stations,
+/// roster and cell table.
+fn watched_files(config: &Config, rules: &RuleSet) -> Vec<PathBuf> {
+    let mut files = vec![config.resolve(&config.rules.path)];
+    files.extend(rules.lists().iter().map(|l| l.file.clone()));
+    files.extend(
+        [
+            &config.grid.cells,
+            &config.grid.stations,
+            &config.grid.roster,
+        ]
+        .into_iter()
+        .chain(config.grid.cell_table.as_ref())
+        .map(|p| config.resolve(p)),
+    );
+    files
+}
+
+fn stamp(files: &[PathBuf]) -> Stamps {
+    files
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok();
+            let stamp = meta.and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (p.clone(), stamp)
+        })
+        .collect()
+}
+
+fn digest(files: &[PathBuf]) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for p in files {
+        hasher.update(p.as_os_str().as_encoded_bytes());
+        match std::fs::read(p) {
+            Ok(bytes) => hasher.update(&bytes),
+            Err(_) => hasher.update(b"\0unreadable"),
+        }
+    }
+    hasher.digest()
+}
+
+/// Asks the running reloader for a reload, and hears what it did.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<oneshot::Sender<Result<Reloaded, String>>>,
+}
+
+impl ReloadHandle {
+    /// Reloads now (as SIGHUP does) and returns the result; the error says why the live set
+    /// stayed.
+    pub async fn reload(&self) -> Result<Reloaded, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| "the reloader has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the reloader has stopped".to_string())?
+    }
+}
+
+/// Runs `reloader` until `shutdown`: on SIGHUP, on [`ReloadHandle::reload`], and when a
+/// watched file changes (every `rules.watch_interval`, unless zero).
+pub fn spawn(reloader: Reloader, shutdown: CancellationToken) -> ReloadHandle {
+    let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<Reloaded, String>>>(4);
+    let interval = reloader.config.rules.watch_interval;
+    let reloader = Arc::new(Mutex::new(reloader));
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "reload: no SIGHUP handler; file changes still reload");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let run = |trigger: &'static str, check_files: bool| {
+            let reloader = reloader.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut r = reloader.lock().expect("reloader lock");
+                if check_files && !r.files_changed() {
+                    return None;
+                }
+                Some(r.reload(trigger).map_err(|e| e.to_string()))
+            })
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(reply) = rx.recv() => {
+                    let result = run("request", false).await.ok().flatten();
+                    let _ = reply.send(result.unwrap_or_else(|| Err("the reload panicked".into())));
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    let _ = run("SIGHUP", false).await;
+                }
+                _ = tick.tick(), if !interval.is_zero() => {
+                    let _ = run("file change", true).await;
+                }
+            }
+        }
+    });
+    ReloadHandle { tx }
+}

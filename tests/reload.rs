@@ -1,0 +1,227 @@
+#![cfg(feature = "embedded-broker")]
+//! Rules changed while the service runs: applied without a restart, refused when invalid or
+//! when only a restart can apply them, windows kept or refilled from the input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use dissuade::reload::Reloaded;
+use dissuade::rules::RuleSet;
+use rdkafka::message::Message;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A call to a 75-year-old in the sample city; `flags` are the caller's.
+fn call(id: &str, caller: &str, callee: &str, flags: &str, duration_s: u32) -> (String, Vec<u8>) {
+    let payload = format!(
+        r#"{{"event_id":"{id}","occurred_at":{},"caller_number":"{caller}","callee_number":"{callee}","call_duration_s":{duration_s},"caller_flags":[{flags}],"callee_age":75,"callee_location":{{"lon":117.196623,"lat":39.132584}}}}"#,
+        now_ms()
+    );
+    (callee.to_owned(), payload.into_bytes())
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const ELDERLY_RULE: &str = "\n[[rule]]\nid = \"reload_test_elderly\"\ndescription = \"Added \
+                            while running.\"\nreason = \"Callee aged 70 or more.\"\nscore = \
+                            100\nwhen = \"callee_age >= 70\"\n";
+
+/// A rule added to the file is live within the watch interval and names its version on the
+/// tasks; an invalid file is refused with its line and rule id, and the set before it keeps
+/// working; a change only a restart can apply is refused as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rules_change_is_applied_while_running_and_an_invalid_one_keeps_the_live_set() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| r);
+    cfg.rules.watch_interval = Duration::from_millis(100);
+    create_topics(&cfg).await;
+    let shipped = std::fs::read_to_string(&cfg.rules.path).unwrap();
+    let p = RunningProcessor::start(&cfg);
+    let bootstrap = broker.bootstrap();
+    let input = cfg.kafka.input_topic.clone();
+
+    produce(
+        &bootstrap,
+        &input,
+        &[call("before", "13700001234", "13800000001", "", 60)],
+    )
+    .await;
+    assert!(p.wait_consumed(1, WAIT));
+
+    std::fs::write(&cfg.rules.path, format!("{shipped}{ELDERLY_RULE}")).unwrap();
+    let version = RuleSet::load(&cfg.rules.path).unwrap().version().to_owned();
+    wait_for("the file change to be applied", || {
+        p.metrics.reloads("applied") == 1
+    });
+    assert_eq!(p.pipeline.rules().version(), version);
+    let text = p.metrics.render();
+    assert!(
+        text.contains(&format!("version=\"{version}\"}} 1")),
+        "live version in /metrics:\n{text}"
+    );
+    assert_eq!(
+        text.matches("dissuade_rules_info{").count(),
+        1,
+        "only the live version is exported:\n{text}"
+    );
+    produce(
+        &bootstrap,
+        &input,
+        &[call("after", "13700001234", "13800000002", "", 60)],
+    )
+    .await;
+    let tasks = consume(&bootstrap, &cfg.kafka.task_topic, 1, WAIT);
+    assert_eq!(
+        tasks.len(),
+        1,
+        "the call before the change made no task, the one after did"
+    );
+    let task: serde_json::Value = serde_json::from_slice(tasks[0].payload().unwrap()).unwrap();
+    assert_eq!(task["event_id"], "after");
+    assert_eq!(task["rules_version"], version.as_str());
+    assert!(
+        task["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == "reload_test_elderly"),
+        "{task}"
+    );
+
+    // An invalid rule: refused, with the file, the line and the rule's id.
+    std::fs::write(
+        &cfg.rules.path,
+        format!(
+            "{shipped}{ELDERLY_RULE}\n[[rule]]\nid = \"broken\"\ndescription = \"d\"\n\
+             reason = \"r\"\nscore = 10\nwhen = \"callee_age >= old\"\n"
+        ),
+    )
+    .unwrap();
+    wait_for("the invalid change to be refused", || {
+        p.metrics.reloads("invalid") == 1
+    });
+    let error = p.reload.reload().await.unwrap_err();
+    assert!(
+        error.contains("rules.toml") && error.contains("broken") && error.contains("line"),
+        "{error}"
+    );
+    assert!(p
+        .metrics
+        .render()
+        .contains("dissuade_config_last_reload_successful 0"));
+    assert_eq!(p.pipeline.rules().version(), version, "the live set stays");
+    produce(
+        &bootstrap,
+        &input,
+        &[call("kept", "13700001234", "13800000003", "", 60)],
+    )
+    .await;
+    let tasks = consume(&bootstrap, &cfg.kafka.task_topic, 2, WAIT);
+    assert_eq!(tasks.len(), 2, "the live set still makes tasks");
+
+    // Caller-side windows need the by-caller stages, which start only with the service.
+    std::fs::write(
+        &cfg.rules.path,
+        format!("{shipped}{ELDERLY_RULE}").replacen("enabled = false", "enabled = true", 1),
+    )
+    .unwrap();
+    wait_for("the change to be refused", || {
+        p.metrics.reloads("refused") >= 1
+    });
+    let error = p.reload.reload().await.unwrap_err();
+    assert!(error.contains("restart"), "{error}");
+
+    // The shipped file again: applied, and the service is healthy.
+    std::fs::write(&cfg.rules.path, &shipped).unwrap();
+    wait_for("the shipped file to be applied", || {
+        p.metrics.reloads("applied") == 2
+    });
+    assert_eq!(p.reload.reload().await.unwrap(), Reloaded::Unchanged);
+    assert!(p
+        .metrics
+        .render()
+        .contains("dissuade_config_last_reload_successful 1"));
+    p.stop();
+}
+
+/// A changed feature gets new windows, filled from the input before the new set is live: two
+/// flagged callers before the reload and a third after it make "worked by several numbers",
+/// which new empty windows would not see.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_feature_change_refills_the_new_windows_from_the_input() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 2);
+    let dir = tempfile::tempdir().unwrap();
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| r);
+    cfg.rules.watch_interval = Duration::ZERO;
+    create_topics(&cfg).await;
+    let p = RunningProcessor::start(&cfg);
+    let bootstrap = broker.bootstrap();
+    let input = cfg.kafka.input_topic.clone();
+    let callee = "13800000077";
+
+    produce(
+        &bootstrap,
+        &input,
+        &[
+            call("voip-1", "17000000001", callee, "\"voip\"", 300),
+            call("voip-2", "17000000002", callee, "\"voip\"", 300),
+        ],
+    )
+    .await;
+    assert!(p.wait_consumed(2, WAIT));
+    let before = p.pipeline.rules().version().to_owned();
+
+    sample_rules_edited(dir.path(), |r| {
+        assert!(r.contains("window = \"1h\""));
+        r.replace("window = \"1h\"", "window = \"2h\"")
+    });
+    let reloaded = p.reload.reload().await.unwrap();
+    assert!(
+        matches!(
+            reloaded,
+            Reloaded::Applied {
+                windows_rebuilt: true,
+                ..
+            }
+        ),
+        "{reloaded:?}"
+    );
+    wait_for("the processor to install the new set", || {
+        p.pipeline.rules().version() != before
+    });
+
+    produce(
+        &bootstrap,
+        &input,
+        &[call("voip-3", "17000000003", callee, "\"voip\"", 300)],
+    )
+    .await;
+    let tasks = consume(&bootstrap, &cfg.kafka.task_topic, 1, WAIT);
+    assert_eq!(tasks.len(), 1, "the third flagged caller made no task");
+    let task: serde_json::Value = serde_json::from_slice(tasks[0].payload().unwrap()).unwrap();
+    assert_eq!(task["event_id"], "voip-3");
+    assert!(
+        task["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == "worked_by_several_numbers"),
+        "{task}"
+    );
+    p.stop();
+}
