@@ -346,6 +346,9 @@ pub struct KafkaConfig {
     pub lifecycle_topic: String,
     /// Additions to and removals from the rule set's number lists while running, read by
     /// every instance from the beginning (see `kafka::lists`).
+    /// Rule files published to a fleet (`dissuade rules --publish`): every instance reads
+    /// it from the beginning and runs the latest valid one in place of its rules file.
+    pub rules_topic: String,
     pub lists_topic: String,
     /// Used only when an enabled rule reads a caller-side window: the input rekeyed by the
     /// caller's number, so that all of a caller's calls meet in one partition (see
@@ -400,6 +403,7 @@ impl Default for KafkaConfig {
             feedback_dlq_topic: "dissuasion-feedback.dlq".into(),
             lifecycle_topic: "dissuade.task-lifecycle".into(),
             lists_topic: "dissuade.number-lists".into(),
+            rules_topic: "dissuade.rules".into(),
             by_caller_topic: "dissuade.by-caller".into(),
             with_caller_figures_topic: "dissuade.with-caller-figures".into(),
             partitions: 4,
@@ -702,6 +706,7 @@ impl Config {
             ("kafka.feedback_dlq_topic", &k.feedback_dlq_topic),
             ("kafka.lifecycle_topic", &k.lifecycle_topic),
             ("kafka.lists_topic", &k.lists_topic),
+            ("kafka.rules_topic", &k.rules_topic),
             ("kafka.by_caller_topic", &k.by_caller_topic),
             (
                 "kafka.with_caller_figures_topic",
@@ -721,13 +726,14 @@ impl Config {
             &k.feedback_dlq_topic,
             &k.lifecycle_topic,
             &k.lists_topic,
+            &k.rules_topic,
             &k.by_caller_topic,
             &k.with_caller_figures_topic,
         ];
         if (1..topics.len()).any(|i| topics[..i].contains(&topics[i])) {
             problems.push(
                 "kafka: input, task, dead-letter, state, feedback, feedback dead-letter, \
-                 lifecycle, lists, by-caller and with-caller-figures topics must differ"
+                 lifecycle, lists, rules, by-caller and with-caller-figures topics must differ"
                     .into(),
             );
         }

@@ -17,7 +17,8 @@
 //!
 //! Triggers: a change to one of the files (checked every `rules.watch_interval` by size and
 //! modification time, so an editor's save, a `mv` into place and a Kubernetes ConfigMap
-//! update are all seen), SIGHUP, and [`ReloadHandle::reload`].
+//! update are all seen), SIGHUP, [`ReloadHandle::reload`], and a rule file published on the
+//! rules topic (`crate::kafka::rules_topic`), which from then on replaces the rules file.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,14 @@ pub enum Reloaded {
 /// Size and modification time of each watched file (`None`: missing or unreadable).
 type Stamps = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
 
+/// A rule file published on the rules topic.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Names it in messages and logs: topic, partition and offset.
+    pub origin: String,
+    pub text: String,
+}
+
 /// Reloads the live set of one pipeline from the files its config names.
 pub struct Reloader {
     config: Config,
@@ -76,14 +85,18 @@ pub struct Reloader {
     stamps: Stamps,
     /// A digest of the bytes of every file the live set was read from.
     digest: u64,
+    /// The rules last published on the rules topic: once one has arrived, it is the rules
+    /// (valid or not), and the rules file is no longer read.
+    published: Option<Published>,
 }
 
 impl Reloader {
     pub fn new(config: Config, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Reloader {
-        let files = watched_files(&config, &pipeline.rules());
+        let files = watched_files(&config, &pipeline.rules(), false);
         Reloader {
             stamps: stamp(&files),
-            digest: digest(&files),
+            digest: digest(&files, None),
+            published: None,
             config,
             pipeline,
             metrics,
@@ -143,11 +156,32 @@ impl Reloader {
         result
     }
 
+    /// Takes a rule file published on the rules topic as the rules from now on, and reloads.
+    /// An invalid one is refused like an invalid file: the rules before it stay.
+    pub fn publish(&mut self, published: Published) -> Result<Reloaded, ReloadError> {
+        let trigger = format!("rules topic ({})", published.origin);
+        let before = self.published.replace(published);
+        let result = self.reload(&trigger);
+        if result.is_err() {
+            self.published = before;
+        }
+        result
+    }
+
     fn try_reload(&mut self) -> Result<Reloaded, ReloadError> {
-        let rules = RuleSet::load(&self.config.resolve(&self.config.rules.path))
-            .map_err(LoadError::from)?;
-        let files = watched_files(&self.config, &rules);
-        let digest = digest(&files);
+        let path = self.config.resolve(&self.config.rules.path);
+        let rules = match &self.published {
+            // List files named by a published set are found beside the local rules file.
+            Some(p) => RuleSet::from_toml_str_in(
+                &p.text,
+                &p.origin,
+                path.parent().unwrap_or(std::path::Path::new(".")),
+            ),
+            None => RuleSet::load(&path),
+        }
+        .map_err(LoadError::from)?;
+        let files = watched_files(&self.config, &rules, self.published.is_some());
+        let digest = digest(&files, self.published.as_ref());
         if digest == self.digest {
             return Ok(Reloaded::Unchanged);
         }
@@ -170,10 +204,13 @@ impl Reloader {
     }
 }
 
-/// Every file a set is read from: the rules file, its list files, the grid map, stations,
-/// roster and cell table.
-fn watched_files(config: &Config, rules: &RuleSet) -> Vec<PathBuf> {
-    let mut files = vec![config.resolve(&config.rules.path)];
+/// Every file a set is read from: the rules file (unless the rules were published), its list
+/// files, the grid map, stations, roster and cell table.
+fn watched_files(config: &Config, rules: &RuleSet, published: bool) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if !published {
+        files.push(config.resolve(&config.rules.path));
+    }
     files.extend(rules.lists().iter().map(|l| l.file.clone()));
     files.extend(
         [
@@ -199,8 +236,11 @@ fn stamp(files: &[PathBuf]) -> Stamps {
         .collect()
 }
 
-fn digest(files: &[PathBuf]) -> u64 {
+fn digest(files: &[PathBuf], published: Option<&Published>) -> u64 {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    if let Some(p) = published {
+        hasher.update(p.text.as_bytes());
+    }
     for p in files {
         hasher.update(p.as_os_str().as_encoded_bytes());
         match std::fs::read(p) {
@@ -211,11 +251,20 @@ fn digest(files: &[PathBuf]) -> u64 {
     hasher.digest()
 }
 
+type Reply = oneshot::Sender<Result<Reloaded, String>>;
+
+enum Request {
+    Reload(Reply),
+    Publish(Published, Option<Reply>),
+}
+
 /// Asks the running reloader for a reload, and hears what it did.
 #[derive(Clone)]
 pub struct ReloadHandle {
-    tx: mpsc::Sender<oneshot::Sender<Result<Reloaded, String>>>,
+    tx: mpsc::Sender<Request>,
 }
+
+const STOPPED: &str = "the reloader has stopped";
 
 impl ReloadHandle {
     /// Reloads now (as SIGHUP does) and returns the result; the error says why the live set
@@ -223,18 +272,28 @@ impl ReloadHandle {
     pub async fn reload(&self) -> Result<Reloaded, String> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(tx)
+            .send(Request::Reload(tx))
             .await
-            .map_err(|_| "the reloader has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the reloader has stopped".to_string())?
+            .map_err(|_| STOPPED.to_string())?;
+        rx.await.map_err(|_| STOPPED.to_string())?
+    }
+
+    /// Hands over a rule file from the rules topic, from a thread outside the runtime, and
+    /// waits for the reload; false once the reloader has stopped. The result is logged and
+    /// counted.
+    pub fn publish_blocking(&self, published: Published) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .blocking_send(Request::Publish(published, Some(tx)))
+            .is_ok()
+            && rx.blocking_recv().is_ok()
     }
 }
 
 /// Runs `reloader` until `shutdown`: on SIGHUP, on [`ReloadHandle::reload`], and when a
 /// watched file changes (every `rules.watch_interval`, unless zero).
 pub fn spawn(reloader: Reloader, shutdown: CancellationToken) -> ReloadHandle {
-    let (tx, mut rx) = mpsc::channel::<oneshot::Sender<Result<Reloaded, String>>>(4);
+    let (tx, mut rx) = mpsc::channel::<Request>(4);
     let interval = reloader.config.rules.watch_interval;
     let reloader = Arc::new(Mutex::new(reloader));
     tokio::spawn(async move {
@@ -248,10 +307,13 @@ pub fn spawn(reloader: Reloader, shutdown: CancellationToken) -> ReloadHandle {
         };
         let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let run = |trigger: &'static str, check_files: bool| {
+        let run = |trigger: &'static str, check_files: bool, published: Option<Published>| {
             let reloader = reloader.clone();
             tokio::task::spawn_blocking(move || {
                 let mut r = reloader.lock().expect("reloader lock");
+                if let Some(p) = published {
+                    return Some(r.publish(p).map_err(|e| e.to_string()));
+                }
                 if check_files && !r.files_changed() {
                     return None;
                 }
@@ -261,15 +323,21 @@ pub fn spawn(reloader: Reloader, shutdown: CancellationToken) -> ReloadHandle {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(reply) = rx.recv() => {
-                    let result = run("request", false).await.ok().flatten();
-                    let _ = reply.send(result.unwrap_or_else(|| Err("the reload panicked".into())));
+                Some(request) = rx.recv() => {
+                    let (published, reply) = match request {
+                        Request::Reload(reply) => (None, Some(reply)),
+                        Request::Publish(p, reply) => (Some(p), reply),
+                    };
+                    let result = run("request", false, published).await.ok().flatten();
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.unwrap_or_else(|| Err("the reload panicked".into())));
+                    }
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    let _ = run("SIGHUP", false).await;
+                    let _ = run("SIGHUP", false, None).await;
                 }
                 _ = tick.tick(), if !interval.is_zero() => {
-                    let _ = run("file change", true).await;
+                    let _ = run("file change", true, None).await;
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::grid::GridWarning;
@@ -87,7 +87,10 @@ impl Service {
             pipeline.grid().cells().len(),
         ));
         // Right after the load: a file changed from here on is a change to reload.
-        let reloader = Reloader::new(config.clone(), pipeline.clone(), metrics.clone());
+        let reload = reload::spawn(
+            Reloader::new(config.clone(), pipeline.clone(), metrics.clone()),
+            shutdown.clone(),
+        );
         let k = &config.kafka;
 
         #[cfg(feature = "embedded-broker")]
@@ -112,7 +115,12 @@ impl Service {
 
         let has_lists = !pipeline.rules().lists().is_empty();
         if create_topics || k.is_embedded() {
-            let mut topics = vec![k.input_topic.as_str(), &k.task_topic, &k.dlq_topic];
+            let mut topics = vec![
+                k.input_topic.as_str(),
+                &k.task_topic,
+                &k.dlq_topic,
+                &k.rules_topic,
+            ];
             if has_lists {
                 topics.push(&k.lists_topic);
             }
@@ -141,6 +149,16 @@ impl Service {
                 shutdown.clone(),
             )
             .map_err(KafkaSetupError::Client)?;
+        }
+        // Runs until the shutdown token; nothing of it needs draining.
+        let (_, rules_caught_up) =
+            crate::kafka::rules_topic::spawn(k, &bootstrap, reload.clone(), shutdown.clone())
+                .map_err(KafkaSetupError::Client)?;
+        if tokio::time::timeout(k.restore_timeout, rules_caught_up)
+            .await
+            .is_err()
+        {
+            warn!("rules topic: not read to its end in time; processing starts on the rules file");
         }
         let processor = processor::spawn(
             k,
@@ -198,7 +216,6 @@ impl Service {
                 }
             }
         };
-        let reload = reload::spawn(reloader, shutdown.clone());
         Ok(Service {
             reload,
             pipeline,

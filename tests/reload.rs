@@ -225,3 +225,81 @@ async fn a_feature_change_refills_the_new_windows_from_the_input() {
     );
     p.stop();
 }
+
+/// `dissuade rules --publish` checks a file and puts it on the rules topic: a running
+/// instance applies it, one that starts afterwards runs it from its first event, and an
+/// invalid record on the topic changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rules_file_published_on_the_rules_topic_reaches_running_and_starting_instances() {
+    use dissuade::service::Service;
+    use tokio_util::sync::CancellationToken;
+
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    cfg.lifecycle.enabled = false;
+    let dir = tempfile::tempdir().unwrap();
+    cfg.rules.path = sample_rules_edited(dir.path(), |r| r);
+    let shipped = RuleSet::load(&cfg.rules.path).unwrap().version().to_owned();
+    let published_dir = tempfile::tempdir().unwrap();
+    let published = sample_rules_edited(published_dir.path(), |r| format!("{r}{ELDERLY_RULE}"));
+    let version = RuleSet::load(&published).unwrap().version().to_owned();
+
+    let shutdown = CancellationToken::new();
+    let first = Service::start(&cfg, true, shutdown.clone()).await.unwrap();
+    assert_eq!(first.pipeline.rules().version(), shipped);
+
+    let publish = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "rules",
+                "--publish",
+                "--brokers",
+                &broker.bootstrap(),
+                "--file",
+            ])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = publish(&published);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the running instance to apply the published rules", || {
+        first.pipeline.rules().version() == version
+    });
+
+    // A second instance reads the topic before its first event.
+    let second = Service::start(&cfg, true, shutdown.clone()).await.unwrap();
+    assert_eq!(second.pipeline.rules().version(), version);
+
+    // The command refuses an invalid file; one written to the topic by other means is
+    // refused by every instance, which keep the published set.
+    let broken = published_dir.path().join("broken.toml");
+    std::fs::write(&broken, "[[rule]]\nid = \"broken\"\n").unwrap();
+    let out = publish(&broken);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.toml"), "{stderr}");
+    produce(
+        &broker.bootstrap(),
+        &cfg.kafka.rules_topic,
+        &[("rules".into(), b"[[rule]]\nid = \"broken\"\n".to_vec())],
+    )
+    .await;
+    wait_for("both instances to refuse the invalid record", || {
+        first.metrics.reloads("invalid") == 1 && second.metrics.reloads("invalid") == 1
+    });
+    assert_eq!(first.pipeline.rules().version(), version);
+    assert_eq!(second.pipeline.rules().version(), version);
+    // Editing the local rules file changes nothing while published rules are in force.
+    std::fs::write(&cfg.rules.path, "not rules").unwrap();
+    assert_eq!(first.reload.reload().await.unwrap(), Reloaded::Unchanged);
+
+    shutdown.cancel();
+    first.wait().await.unwrap();
+    second.wait().await.unwrap();
+}

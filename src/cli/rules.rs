@@ -3,6 +3,7 @@
 //! stamped with.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -16,11 +17,28 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// The rule file to read (default: the config's `rules.path`).
+    #[arg(long, value_name = "FILE")]
+    file: Option<std::path::PathBuf>,
+    /// Check the file, then publish it on `kafka.rules_topic`: every running instance checks
+    /// it again and runs it in place of its rules file (an invalid one changes nothing).
+    #[arg(long)]
+    publish: bool,
+    /// Bootstrap servers to publish to (default: `kafka.brokers`; with the embedded broker,
+    /// the one a `dissuade run` on this machine listens on).
+    #[arg(long, value_name = "HOST:PORT", requires = "publish")]
+    brokers: Option<String>,
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let path = config.resolve(&config.rules.path);
+    let path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| config.resolve(&config.rules.path));
     let rules = RuleSet::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    if args.publish {
+        return publish(config, &args, &path, &rules);
+    }
     let mut out = super::stdout();
     let levels = [Level::Low, Level::Medium, Level::High, Level::Critical];
     let t = rules.thresholds();
@@ -127,5 +145,47 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes the rule file on the rules topic after the checks a reload makes of the rules.
+fn publish(config: &Config, args: &Args, path: &Path, rules: &RuleSet) -> anyhow::Result<ExitCode> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    config.check_scripts(&rules.fraud_types().collect::<Vec<_>>())?;
+    let k = &config.kafka;
+    let brokers = match &args.brokers {
+        Some(b) => b.clone(),
+        None if k.is_embedded() => format!("127.0.0.1:{}", k.embedded_port),
+        None => k.brokers.clone(),
+    };
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let producer: FutureProducer = crate::kafka::producer_config(k, &brokers)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .context("creating the producer")?;
+    let record = FutureRecord::to(&k.rules_topic)
+        .key(crate::kafka::rules_topic::KEY)
+        .payload(&text);
+    let delivered = producer
+        .send_result(record)
+        .map_err(|(e, _)| e)
+        .map(futures::executor::block_on);
+    let failed = |e: rdkafka::error::KafkaError| {
+        anyhow::anyhow!("publishing to {} at {brokers}: {e}", k.rules_topic)
+    };
+    match delivered {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err((e, _)))) | Err(e) => return Err(failed(e)),
+        Ok(Err(_)) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
+    }
+    writeln!(
+        super::stdout(),
+        "published {} ({}) on {} at {brokers}; each instance logs and counts whether it applied it \
+         (dissuade_config_reloads_total, dissuade_rules_info)",
+        path.display(),
+        rules.version(),
+        k.rules_topic
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod lists;
 pub mod offsets;
 pub mod processor;
+pub mod rules_topic;
 pub mod store;
 pub mod window_replay;
 
