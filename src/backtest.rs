@@ -24,6 +24,22 @@ pub struct Verdict {
     pub callee: u64,
 }
 
+impl Verdict {
+    /// What `outcome` says of the event; `None` when it was rejected. `callee` is the
+    /// person's key, for counting people (0 when not counted).
+    pub fn of(outcome: &Outcome, callee: u64) -> Option<Verdict> {
+        match outcome {
+            Outcome::Rejected(_) => None,
+            Outcome::Scored(s) => Some(Verdict {
+                level: s.level,
+                fired: s.fired.to_vec(),
+                task: matches!(s.action, Action::Task(_)),
+                callee,
+            }),
+        }
+    }
+}
+
 /// Runs `events` through `pipeline`; `None` for a record it rejects.
 pub fn replay<'a>(
     pipeline: &Pipeline,
@@ -36,15 +52,7 @@ pub fn replay<'a>(
         .map(|payload| {
             buf.clear();
             let callee = callee_of(payload);
-            match pipeline.process(payload, 0, now_ms, &mut buf) {
-                Outcome::Rejected(_) => None,
-                Outcome::Scored(s) => Some(Verdict {
-                    level: s.level,
-                    fired: s.fired.to_vec(),
-                    task: matches!(s.action, Action::Task(_)),
-                    callee,
-                }),
-            }
+            Verdict::of(&pipeline.process(payload, 0, now_ms, &mut buf), callee)
         })
         .collect()
 }
@@ -126,62 +134,95 @@ pub fn compare(
     ids: &[Option<String>],
     labels: Option<&HashMap<String, bool>>,
 ) -> Report {
-    let mut r = Report::default();
-    // Rules by id across the sets, in baseline order, then the candidate's new ones.
-    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut lines: Vec<RuleLine> = Vec::new();
-    for (s, set) in sets.iter().enumerate() {
-        for rule in set.rules() {
-            let i = *index.entry(&rule.id).or_insert_with(|| {
-                lines.push(RuleLine {
-                    id: rule.id.clone(),
-                    ..RuleLine::default()
+    let mut c = Comparison::new(sets);
+    for (n, id) in ids.iter().enumerate() {
+        let truth = labels.and_then(|l| id.as_ref().and_then(|id| l.get(id)).copied());
+        c.add([verdicts[0][n].as_ref(), verdicts[1][n].as_ref()], truth);
+    }
+    c.report()
+}
+
+/// The running comparison of two rule sets, one event at a time: what [`compare`] reports
+/// for a replay, and what shadow rules report while the service runs.
+pub struct Comparison {
+    r: Report,
+    /// Each set's rules by index → their line in `r.rules`.
+    lines_of: [Vec<usize>; 2],
+    scores: [Vec<i32>; 2],
+    fraud_people: HashSet<u64>,
+    reached: [HashSet<u64>; 2],
+}
+
+impl Comparison {
+    pub fn new(sets: [&RuleSet; 2]) -> Comparison {
+        // Rules by id across the sets, in baseline order, then the candidate's new ones.
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut lines: Vec<RuleLine> = Vec::new();
+        let mut lines_of = [Vec::new(), Vec::new()];
+        for (s, set) in sets.iter().enumerate() {
+            for rule in set.rules() {
+                let i = *index.entry(&rule.id).or_insert_with(|| {
+                    lines.push(RuleLine {
+                        id: rule.id.clone(),
+                        ..RuleLine::default()
+                    });
+                    lines.len() - 1
                 });
-                lines.len() - 1
-            });
-            lines[i].score[s] = rule.enabled.then_some(rule.score);
+                lines[i].score[s] = rule.enabled.then_some(rule.score);
+                lines_of[s].push(i);
+            }
+        }
+        let levels = Level::ALL[1..]
+            .iter()
+            .map(|l| LevelLine {
+                level: l.as_str(),
+                ..LevelLine::default()
+            })
+            .collect();
+        Comparison {
+            r: Report {
+                rules: lines,
+                levels,
+                ..Report::default()
+            },
+            lines_of,
+            scores: sets.map(|set| set.rules().iter().map(|r| r.score).collect()),
+            fraud_people: HashSet::new(),
+            reached: [HashSet::new(), HashSet::new()],
         }
     }
-    let line_of = |s: usize, rule: u16| index[sets[s].rules()[usize::from(rule)].id.as_str()];
-    let mut levels: Vec<LevelLine> = Level::ALL[1..]
-        .iter()
-        .map(|l| LevelLine {
-            level: l.as_str(),
-            ..LevelLine::default()
-        })
-        .collect();
-    let mut fraud_people: HashSet<u64> = HashSet::new();
-    let mut reached: [HashSet<u64>; 2] = [HashSet::new(), HashSet::new()];
-    for (n, id) in ids.iter().enumerate() {
+
+    /// Adds one event: each set's verdict (`None`: rejected) and, when known, whether it
+    /// was fraud.
+    pub fn add(&mut self, pair: [Option<&Verdict>; 2], truth: Option<bool>) {
+        let r = &mut self.r;
         r.events += 1;
-        let pair = [verdicts[0][n].as_ref(), verdicts[1][n].as_ref()];
         let (Some(b), Some(c)) = (pair[0], pair[1]) else {
             r.rejected += 1;
-            continue;
+            return;
         };
-        let truth = labels.and_then(|l| id.as_ref().and_then(|id| l.get(id)).copied());
         if truth.is_some() {
             r.labelled += 1;
         }
         let fraud = truth == Some(true);
         if fraud {
             r.fraud_events += 1;
-            fraud_people.insert(b.callee);
+            self.fraud_people.insert(b.callee);
         }
         for (s, v) in [b, c].into_iter().enumerate() {
             if v.task {
                 r.tasks[s] += 1;
                 if fraud {
                     r.tasks_on_fraud[s] += 1;
-                    reached[s].insert(v.callee);
+                    self.reached[s].insert(v.callee);
                 }
             }
             for &rule in &v.fired {
-                let line = &mut lines[line_of(s, rule)];
+                let line = &mut r.rules[self.lines_of[s][usize::from(rule)]];
                 line.fired[s] += 1;
                 line.fraud[s] += u64::from(fraud);
             }
-            for l in &mut levels {
+            for l in &mut r.levels {
                 if v.level >= level_named(l.level) {
                     l.detected[s] += 1;
                     l.fraud[s] += u64::from(fraud);
@@ -189,12 +230,11 @@ pub fn compare(
             }
         }
         let change = match (b.task, c.task) {
-            (false, true) => Some(Change::Added),
-            (true, false) => Some(Change::Removed),
-            (true, true) if b.level != c.level => Some(Change::Level),
-            _ => None,
+            (false, true) => Change::Added,
+            (true, false) => Change::Removed,
+            (true, true) if b.level != c.level => Change::Level,
+            _ => return,
         };
-        let Some(change) = change else { continue };
         match change {
             Change::Added => r.added += 1,
             Change::Removed => r.removed += 1,
@@ -205,14 +245,17 @@ pub fn compare(
         let part = |s: usize, v: &Verdict| -> HashMap<usize, i32> {
             v.fired
                 .iter()
-                .map(|&rule| (line_of(s, rule), sets[s].rules()[usize::from(rule)].score))
+                .map(|&rule| {
+                    let rule = usize::from(rule);
+                    (self.lines_of[s][rule], self.scores[s][rule])
+                })
                 .collect()
         };
         let (pb, pc) = (part(0, b), part(1, c));
         if pb == pc {
             r.from_earlier_events += 1;
         }
-        for (i, line) in lines.iter_mut().enumerate() {
+        for (i, line) in r.rules.iter_mut().enumerate() {
             if pb.get(&i) != pc.get(&i) {
                 match change {
                     Change::Added => line.added += 1,
@@ -222,11 +265,14 @@ pub fn compare(
             }
         }
     }
-    r.fraud_people = fraud_people.len() as u64;
-    r.fraud_people_reached = [reached[0].len() as u64, reached[1].len() as u64];
-    r.rules = lines;
-    r.levels = levels;
-    r
+
+    /// The comparison so far.
+    pub fn report(&self) -> Report {
+        let mut r = self.r.clone();
+        r.fraud_people = self.fraud_people.len() as u64;
+        r.fraud_people_reached = [self.reached[0].len() as u64, self.reached[1].len() as u64];
+        r
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -109,6 +109,10 @@ pub struct RulesConfig {
     /// SIGHUP (and the rules topic) reload.
     #[serde(default = "default_watch_interval", with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// A candidate rule file scored beside the live rules on every event, making nothing:
+    /// what it would do differently is counted (`crate::shadow`).
+    #[serde(default)]
+    pub shadow: Option<PathBuf>,
 }
 
 fn default_watch_interval() -> Duration {

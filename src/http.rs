@@ -97,10 +97,18 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    serve_router(addr, router(metrics, health), shutdown).await
+}
+
+/// Serves `app` (the [`router`], with more routes merged in) on `addr`.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        let app = router(metrics, health);
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -9,7 +9,8 @@
 //! [`pipeline`] ties those stages into one synchronous call with no I/O, so the Kafka service,
 //! the command line, the tests and the benchmarks all drive the same code. [`report`] reads
 //! the task and feedback topics back into the figures the anti-fraud centre reports.
-//! [`reload`] swaps in changed rules, lists, grid map and roster while the service runs.
+//! [`reload`] swaps in changed rules, lists, grid map and roster while the service runs, and
+//! [`shadow`] scores candidate rules beside the live ones.
 pub mod backtest;
 pub mod cli;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod reload;
 pub mod report;
 pub mod rules;
 pub mod service;
+pub mod shadow;
 pub mod synth;
 pub mod task;
 pub mod web;

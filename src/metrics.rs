@@ -150,6 +150,8 @@ pub struct Metrics {
     rules_loaded: IntGauge,
     grid_cells: IntGauge,
     reloads: IntCounterVec,
+    shadow_events: Vec<IntCounter>,
+    shadow_info: IntGaugeVec,
     last_reload_ok: IntGauge,
     last_reload_ok_at: IntGauge,
     pub tasks_delivered: IntCounter,
@@ -651,6 +653,22 @@ impl Metrics {
         for result in RELOAD_RESULTS {
             reloads.with_label_values(&[result]);
         }
+        let shadow_events_vec = counter_vec(
+            "dissuade_shadow_events_total",
+            "Events scored by the shadow rules (rules.shadow) beside the live ones, by what the \
+             shadow would have done differently: same, added (a task the live set did not \
+             make), removed, level_up, level_down. Nothing is counted without shadow rules.",
+            &["change"],
+        );
+        let shadow_events = crate::shadow::Difference::ALL
+            .iter()
+            .map(|d| shadow_events_vec.with_label_values(&[d.as_str()]))
+            .collect();
+        let shadow_info = gauge_vec(
+            "dissuade_shadow_rules_info",
+            "The shadow rule set, when one runs: always 1, labelled with its version.",
+            &["version"],
+        );
         let last_reload_ok = gauge(
             "dissuade_config_last_reload_successful",
             "1 when the last reload was applied or found nothing changed, 0 when it was \
@@ -739,6 +757,8 @@ impl Metrics {
             rules_loaded,
             grid_cells: grid_cells_gauge,
             reloads,
+            shadow_events,
+            shadow_info,
             last_reload_ok,
             last_reload_ok_at,
             tasks_delivered: counter(
@@ -857,6 +877,16 @@ impl Metrics {
         if ok {
             self.last_reload_ok_at.set(chrono::Utc::now().timestamp());
         }
+    }
+
+    /// Shows which shadow rule set runs.
+    pub fn shadow_started(&self, version: &str) {
+        self.shadow_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Counts one event the shadow rules scored.
+    pub fn shadow_event(&self, difference: crate::shadow::Difference) {
+        self.shadow_events[difference as usize].inc();
     }
 
     /// Reloads counted with `result`.

@@ -199,6 +199,8 @@ pub struct Pipeline {
     caller_figures_in_records: bool,
     dispatch: DispatchConfig,
     scripts: ScriptsConfig,
+    /// Candidate rules scored beside these, making nothing.
+    shadow: Option<Box<crate::shadow::Shadow>>,
 }
 
 impl Pipeline {
@@ -226,13 +228,21 @@ impl Pipeline {
             caller_figures_in_records: false,
             dispatch,
             scripts,
+            shadow: None,
         }
     }
 
     /// Loads the rules, the grid map and the cell table named by the config. Warnings are
     /// polygons that were repaired on load.
     pub fn load(config: &Config) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
-        let rules = RuleSet::load(&config.resolve(&config.rules.path))?;
+        Self::load_with(config, RuleSet::load(&config.resolve(&config.rules.path))?)
+    }
+
+    /// [`Pipeline::load`] with `rules` in place of the config's rules file.
+    pub fn load_with(
+        config: &Config,
+        rules: RuleSet,
+    ) -> Result<(Pipeline, Vec<GridWarning>), LoadError> {
         let (rules, grid, cells, warnings) = load_parts(config, rules)?;
         let pipeline = Pipeline::new(
             config.input.clone(),
@@ -243,6 +253,15 @@ impl Pipeline {
             config.scripts.clone(),
         );
         Ok((pipeline, warnings))
+    }
+
+    /// Scores `shadow`'s rules beside these (see [`crate::shadow`]).
+    pub fn set_shadow(&mut self, shadow: crate::shadow::Shadow) {
+        self.shadow = Some(Box::new(shadow));
+    }
+
+    pub fn shadow(&self) -> Option<&crate::shadow::Shadow> {
+        self.shadow.as_deref()
     }
 
     /// The live set (a snapshot: a reload does not change it under the caller).

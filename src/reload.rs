@@ -32,7 +32,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{load_parts, LoadError, Pipeline, RefusedChange};
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, RulesError};
 
 #[derive(Debug, Error)]
 pub enum ReloadError {
@@ -90,13 +90,54 @@ pub struct Reloader {
     published: Option<Published>,
 }
 
+/// The rules a service starts on: the latest valid rule file published on the rules topic
+/// (`published`, the latest first), else `file_rules`, read from the config's rules file.
+pub fn starting_rules(
+    config: &Config,
+    published: Vec<Published>,
+    file_rules: RuleSet,
+) -> (RuleSet, Option<Published>) {
+    for p in published {
+        match read_rules(config, Some(&p)) {
+            Ok(rules) => {
+                info!(origin = %p.origin, version = rules.version(), "starting on the rules published on the rules topic");
+                return (rules, Some(p));
+            }
+            Err(e) => {
+                warn!(error = %e, "rules topic: skipped a published rule file that is not valid")
+            }
+        }
+    }
+    (file_rules, None)
+}
+
+/// Compiles the published rules, or else the rules file. List files are found beside the
+/// rules file either way.
+fn read_rules(config: &Config, published: Option<&Published>) -> Result<RuleSet, RulesError> {
+    let path = config.resolve(&config.rules.path);
+    match published {
+        Some(p) => RuleSet::from_toml_str_in(
+            &p.text,
+            &p.origin,
+            path.parent().unwrap_or(std::path::Path::new(".")),
+        ),
+        None => RuleSet::load(&path),
+    }
+}
+
 impl Reloader {
-    pub fn new(config: Config, pipeline: Arc<Pipeline>, metrics: Arc<Metrics>) -> Reloader {
-        let files = watched_files(&config, &pipeline.rules(), false);
+    /// `published`: the rule file from the rules topic the pipeline was loaded with, if any.
+    pub fn new(
+        config: Config,
+        pipeline: Arc<Pipeline>,
+        metrics: Arc<Metrics>,
+        published: Option<Published>,
+    ) -> Reloader {
+        let files = watched_files(&config, &pipeline.rules(), published.is_some());
         Reloader {
             stamps: stamp(&files),
-            digest: digest(&files, None),
-            published: None,
+            digest: digest(&files, published.as_ref()),
+            published,
             config,
             pipeline,
             metrics,
@@ -169,17 +210,7 @@ impl Reloader {
     }
 
     fn try_reload(&mut self) -> Result<Reloaded, ReloadError> {
-        let path = self.config.resolve(&self.config.rules.path);
-        let rules = match &self.published {
-            // List files named by a published set are found beside the local rules file.
-            Some(p) => RuleSet::from_toml_str_in(
-                &p.text,
-                &p.origin,
-                path.parent().unwrap_or(std::path::Path::new(".")),
-            ),
-            None => RuleSet::load(&path),
-        }
-        .map_err(LoadError::from)?;
+        let rules = read_rules(&self.config, self.published.as_ref()).map_err(LoadError::from)?;
         let files = watched_files(&self.config, &rules, self.published.is_some());
         let digest = digest(&files, self.published.as_ref());
         if digest == self.digest {

@@ -19,6 +19,8 @@ use crate::kafka::{ensure_topics, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::pipeline::{LoadError, Pipeline};
 use crate::reload::{self, ReloadHandle, Reloader};
+use crate::rules::RuleSet;
+use crate::shadow::Shadow;
 
 #[derive(Debug, Error)]
 pub enum ServiceError {
@@ -75,22 +77,9 @@ impl Service {
         shutdown: CancellationToken,
         clock: Clock,
     ) -> Result<Service, ServiceError> {
-        let (mut pipeline, warnings) = Pipeline::load(config)?;
-        // Caller-side windows need the calls grouped by caller: the processor then starts the
-        // by-caller stages in front of it (`kafka::by_caller`).
-        pipeline.take_caller_figures_from_records();
-        let pipeline = Arc::new(pipeline);
-        let health = Arc::new(Health::default());
-        health.config_loaded.store(true, Ordering::Relaxed);
-        let metrics = Arc::new(Metrics::new(
-            &pipeline.rules(),
-            pipeline.grid().cells().len(),
-        ));
-        // Right after the load: a file changed from here on is a change to reload.
-        let reload = reload::spawn(
-            Reloader::new(config.clone(), pipeline.clone(), metrics.clone()),
-            shutdown.clone(),
-        );
+        // Checked before anything starts; the rules topic may still replace them below.
+        let file_rules =
+            RuleSet::load(&config.resolve(&config.rules.path)).map_err(LoadError::from)?;
         let k = &config.kafka;
 
         #[cfg(feature = "embedded-broker")]
@@ -113,24 +102,73 @@ impl Service {
             k.brokers.clone()
         };
 
-        let has_lists = !pipeline.rules().lists().is_empty();
-        if create_topics || k.is_embedded() {
-            let mut topics = vec![
+        let create_topics = create_topics || k.is_embedded();
+        if create_topics {
+            let topics = [
                 k.input_topic.as_str(),
                 &k.task_topic,
                 &k.dlq_topic,
                 &k.rules_topic,
             ];
-            if has_lists {
-                topics.push(&k.lists_topic);
-            }
             ensure_topics(k, &bootstrap, &topics).await?;
+        }
+        let published = {
+            let (k, bootstrap) = (k.clone(), bootstrap.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                crate::kafka::rules_topic::published(&k, &bootstrap).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            read.unwrap_or_else(|error| {
+                warn!(%error, "rules topic: not read; starting on the rules file");
+                Vec::new()
+            })
+        };
+        let (rules, published) = reload::starting_rules(config, published, file_rules);
+        let (mut pipeline, warnings) = Pipeline::load_with(config, rules)?;
+        let shadow = Shadow::load(config, &pipeline)?;
+        let shadow_version = shadow.as_ref().map(Shadow::version);
+        if let Some(shadow) = shadow {
+            pipeline.set_shadow(shadow);
+        }
+        // Caller-side windows need the calls grouped by caller: the processor then starts the
+        // by-caller stages in front of it (`kafka::by_caller`).
+        pipeline.take_caller_figures_from_records();
+        let pipeline = Arc::new(pipeline);
+        let health = Arc::new(Health::default());
+        health.config_loaded.store(true, Ordering::Relaxed);
+        let metrics = Arc::new(Metrics::new(
+            &pipeline.rules(),
+            pipeline.grid().cells().len(),
+        ));
+        if let Some(version) = &shadow_version {
+            metrics.shadow_started(version);
+            info!(version, "shadow rules: scored beside the live rules; report at /shadow on the metrics endpoint");
+        }
+        // Right after the load: a file changed from here on is a change to reload.
+        let reload = reload::spawn(
+            Reloader::new(config.clone(), pipeline.clone(), metrics.clone(), published),
+            shutdown.clone(),
+        );
+        let has_lists = !pipeline.rules().lists().is_empty();
+        if create_topics && has_lists {
+            ensure_topics(k, &bootstrap, &[&k.lists_topic]).await?;
         }
         let metrics_addr = if config.metrics.listen.is_empty() {
             None
         } else {
             let addr: SocketAddr = config.metrics.listen.parse().expect("validated at load");
-            let bound = http::serve(addr, metrics.clone(), health.clone(), shutdown.clone())
+            let mut app = http::router(metrics.clone(), health.clone());
+            if shadow_version.is_some() {
+                let pipeline = pipeline.clone();
+                app = app.route(
+                    "/shadow",
+                    axum::routing::get(move || async move {
+                        axum::Json(pipeline.shadow().map(Shadow::report))
+                    }),
+                );
+            }
+            let bound = http::serve_router(addr, app, shutdown.clone())
                 .await
                 .map_err(|source| ServiceError::Metrics {
                     addr: config.metrics.listen.clone(),
@@ -151,15 +189,8 @@ impl Service {
             .map_err(KafkaSetupError::Client)?;
         }
         // Runs until the shutdown token; nothing of it needs draining.
-        let (_, rules_caught_up) =
-            crate::kafka::rules_topic::spawn(k, &bootstrap, reload.clone(), shutdown.clone())
-                .map_err(KafkaSetupError::Client)?;
-        if tokio::time::timeout(k.restore_timeout, rules_caught_up)
-            .await
-            .is_err()
-        {
-            warn!("rules topic: not read to its end in time; processing starts on the rules file");
-        }
+        crate::kafka::rules_topic::spawn(k, &bootstrap, reload.clone(), shutdown.clone())
+            .map_err(KafkaSetupError::Client)?;
         let processor = processor::spawn(
             k,
             &bootstrap,

@@ -532,7 +532,7 @@ async fn the_lists_topic_changes_a_loaded_list_while_running_and_a_reload_keeps_
     }
 
     // A reload reads the list file again: the topic's changes still hold on the new set.
-    let mut reloader = Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone());
+    let mut reloader = Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone(), None);
     std::fs::write(&cfg.rules.path, rules_file(70)).unwrap();
     assert!(matches!(
         reloader.reload("test").unwrap(),

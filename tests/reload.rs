@@ -298,8 +298,125 @@ async fn a_rules_file_published_on_the_rules_topic_reaches_running_and_starting_
     // Editing the local rules file changes nothing while published rules are in force.
     std::fs::write(&cfg.rules.path, "not rules").unwrap();
     assert_eq!(first.reload.reload().await.unwrap(), Reloaded::Unchanged);
+    std::fs::write(&cfg.rules.path, std::fs::read(&published).unwrap()).unwrap();
+
+    // Caller-side windows: refused while running, as a restart is what applies them; an
+    // instance that starts afterwards runs them, with the by-caller stages.
+    let callers = published_dir.path().join("callers.toml");
+    std::fs::write(
+        &callers,
+        std::fs::read_to_string(&published).unwrap().replacen(
+            "enabled = false",
+            "enabled = true",
+            1,
+        ),
+    )
+    .unwrap();
+    let callers_version = RuleSet::load(&callers).unwrap().version().to_owned();
+    let out = publish(&callers);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "the running instances to refuse caller-side windows",
+        || first.metrics.reloads("refused") == 1 && second.metrics.reloads("refused") == 1,
+    );
+    assert_eq!(first.pipeline.rules().version(), version);
+    let restarted = Service::start(&cfg, true, shutdown.clone()).await.unwrap();
+    assert_eq!(restarted.pipeline.rules().version(), callers_version);
+    assert!(restarted.pipeline.caller_figures_in_records());
 
     shutdown.cancel();
     first.wait().await.unwrap();
     second.wait().await.unwrap();
+    restarted.wait().await.unwrap();
+}
+
+/// Shadow rules score every event beside the live ones and make nothing: the event only the
+/// shadow would make a task of is counted as added, per rule, in `/metrics` and `/shadow`.
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_rules_count_what_they_would_do_differently_and_make_nothing() {
+    use dissuade::service::Service;
+    use tokio_util::sync::CancellationToken;
+
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    cfg.lifecycle.enabled = false;
+    cfg.metrics.listen = "127.0.0.1:0".into();
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = sample_rules_edited(dir.path(), |r| format!("{r}{ELDERLY_RULE}"));
+    cfg.rules.shadow = Some(candidate.clone());
+    let shutdown = CancellationToken::new();
+    let service = Service::start(&cfg, true, shutdown.clone()).await.unwrap();
+    let bootstrap = broker.bootstrap();
+    let input = cfg.kafka.input_topic.clone();
+
+    produce(
+        &bootstrap,
+        &input,
+        &[
+            // Elderly, nothing else: only the shadow makes a task.
+            call("elderly", "13700001234", "13800000011", "", 60),
+            // Blacklisted: both make one, the shadow at a higher level.
+            call("both", "13700001235", "13800000012", "\"blacklisted\"", 60),
+        ],
+    )
+    .await;
+    wait_for("both events through the shadow", || {
+        service
+            .metrics
+            .render()
+            .contains("dissuade_shadow_events_total{change=\"added\"} 1")
+            && service
+                .metrics
+                .render()
+                .contains("dissuade_shadow_events_total{change=\"level_up\"} 1")
+    });
+    let addr = service.metrics_addr.unwrap();
+    let body = http_get(&format!("http://{addr}/shadow")).await;
+    let shadow: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        shadow["shadow_version"],
+        RuleSet::load(&candidate).unwrap().version()
+    );
+    let report = &shadow["report"];
+    assert_eq!(report["events"], 2, "{report}");
+    assert_eq!(report["tasks"], serde_json::json!([1, 2]), "{report}");
+    assert_eq!(report["added"], 1);
+    assert_eq!(report["level_up"], 1);
+    let line = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["id"] == "reload_test_elderly")
+        .unwrap();
+    assert_eq!(line["fired"], serde_json::json!([0, 2]), "{line}");
+    assert_eq!(line["added"], 1);
+    assert_eq!(line["changed"], 1);
+
+    // Only the live set's task reached the task topic.
+    let tasks = consume(&bootstrap, &cfg.kafka.task_topic, 2, Duration::from_secs(5));
+    assert_eq!(tasks.len(), 1);
+    shutdown.cancel();
+    service.wait().await.unwrap();
+}
+
+/// A plain HTTP/1.1 GET of `url` (`http://host:port/path`), returning the body.
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
 }

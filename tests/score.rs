@@ -364,7 +364,7 @@ fn check_command_fails_with_the_rule_id_on_a_bad_rule_file() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains(
-            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 164): \
+            "rules.toml: 1 problem in the rule set:\n  rule `blacklisted_caller` (#1, line 169): \
              score: invalid type: string \"sixty\", expected i64"
         ),
         "{stderr}"

@@ -35,10 +35,10 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         .file
         .clone()
         .unwrap_or_else(|| config.resolve(&config.rules.path));
-    let rules = RuleSet::load(&path).with_context(|| format!("loading {}", path.display()))?;
     if args.publish {
-        return publish(config, &args, &path, &rules);
+        return publish(config, &args, &path);
     }
+    let rules = RuleSet::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let mut out = super::stdout();
     let levels = [Level::Low, Level::Medium, Level::High, Level::Critical];
     let t = rules.thresholds();
@@ -149,9 +149,25 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Publishes the rule file on the rules topic after the checks a reload makes of the rules.
-fn publish(config: &Config, args: &Args, path: &Path, rules: &RuleSet) -> anyhow::Result<ExitCode> {
+fn publish(config: &Config, args: &Args, path: &Path) -> anyhow::Result<ExitCode> {
     use rdkafka::producer::{FutureProducer, FutureRecord};
 
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Instances read the list files a published set names beside their own rules file.
+    let local = config.resolve(&config.rules.path);
+    let rules = RuleSet::from_toml_str_in(
+        &text,
+        &path.display().to_string(),
+        local.parent().unwrap_or(Path::new(".")),
+    )
+    .with_context(|| {
+        format!(
+            "checking {} (list files as found beside {})",
+            path.display(),
+            local.display()
+        )
+    })?;
     config.check_scripts(&rules.fraud_types().collect::<Vec<_>>())?;
     let k = &config.kafka;
     let brokers = match &args.brokers {
@@ -159,7 +175,6 @@ fn publish(config: &Config, args: &Args, path: &Path, rules: &RuleSet) -> anyhow
         None if k.is_embedded() => format!("127.0.0.1:{}", k.embedded_port),
         None => k.brokers.clone(),
     };
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let producer: FutureProducer = crate::kafka::producer_config(k, &brokers)
         .set("message.timeout.ms", "30000")
         .create()

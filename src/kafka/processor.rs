@@ -875,6 +875,7 @@ fn catch_up(counter: &prometheus::IntCounter, total: u64) {
 fn work(rx: Receiver<Record>, shared: &Shared) {
     let mut buf = Vec::with_capacity(4096);
     let mut state_buf = Vec::with_capacity(256);
+    let mut shadow_buf = Vec::new();
     let mut seq: u64 = 0;
     for record in rx {
         // Past the stop deadline, records are left unprocessed (so uncommitted) for the
@@ -882,19 +883,20 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
         if !shared.past_stop() {
             seq += 1;
             let timed = seq & STAGE_SAMPLE_MASK == 0;
-            process_record(shared, &record, &mut buf, &mut state_buf, timed);
+            process_record(
+                shared,
+                &record,
+                [&mut buf, &mut state_buf, &mut shadow_buf],
+                timed,
+            );
         }
         shared.processed.fetch_add(1, Ordering::Release);
     }
 }
 
-fn process_record(
-    shared: &Shared,
-    r: &Record,
-    buf: &mut Vec<u8>,
-    state_buf: &mut Vec<u8>,
-    timed: bool,
-) {
+/// `buffers`: the task's, the state record's and the shadow rules' scratch.
+fn process_record(shared: &Shared, r: &Record, buffers: [&mut Vec<u8>; 3], timed: bool) {
+    let [buf, state_buf, shadow_buf] = buffers;
     let metrics = &shared.metrics;
     let Some(payload) = r.payload.as_deref().filter(|p| !p.is_empty()) else {
         metrics.events_consumed.inc();
@@ -931,6 +933,18 @@ fn process_record(
             .process_timed(payload, key, figures, r.partition, now, buf, &mut NoTimer)
     };
     metrics.record(&outcome);
+    if let Some(shadow) = shared.pipeline.shadow() {
+        if let Some(d) = shadow.observe(
+            &shared.pipeline,
+            &outcome,
+            payload,
+            r.partition,
+            now,
+            shadow_buf,
+        ) {
+            metrics.shadow_event(d);
+        }
+    }
     match outcome {
         Outcome::Rejected(e) => {
             let message = e.to_string();

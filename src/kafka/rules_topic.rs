@@ -6,30 +6,71 @@
 //! runs. `dissuade rules --publish` writes the records: the file's text as the value, key
 //! `rules`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use tokio::sync::oneshot;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::{BorrowedMessage, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::store::{partition_count, Reader, StoreError};
 use crate::config::KafkaConfig;
 use crate::reload::{Published, ReloadHandle};
 
 /// The key `dissuade rules --publish` writes: one key, so a compacted topic keeps the latest.
 pub const KEY: &str = "rules";
 
-/// Starts the reader on a thread of its own. The receiver hears once the records already on
-/// the topic have been applied (or none was there): start processing after it, so that an
-/// instance never scores with a rules file the fleet has replaced.
+/// The rule files on the topic now, the latest first (see [`crate::reload::starting_rules`]).
+/// Read when the service starts, so that it starts on what the fleet runs.
+pub fn published(kafka: &KafkaConfig, bootstrap: &str) -> Result<Vec<Published>, StoreError> {
+    let client = super::consumer_config(kafka, bootstrap);
+    let probe: BaseConsumer = client.create().map_err(StoreError::Metadata)?;
+    let topic = &kafka.rules_topic;
+    let Some(partitions) = partition_count(&probe, topic, kafka.restore_timeout)? else {
+        return Ok(Vec::new());
+    };
+    let reader = Reader::new(&client, "published rules", topic)?;
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let mut found = Vec::new();
+    reader.read_to_end(&all, kafka.restore_timeout, |m| {
+        if let Some(p) = published_of(m) {
+            found.push((m.timestamp().to_millis().unwrap_or(0), p));
+        }
+    })?;
+    found.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+fn published_of(m: &BorrowedMessage<'_>) -> Option<Published> {
+    match std::str::from_utf8(m.payload().unwrap_or_default()) {
+        Ok(text) => Some(Published {
+            origin: format!(
+                "{} partition {} offset {}",
+                m.topic(),
+                m.partition(),
+                m.offset()
+            ),
+            text: text.to_owned(),
+        }),
+        Err(_) => {
+            warn!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "rules topic: skipped a record that is not UTF-8 text"
+            );
+            None
+        }
+    }
+}
+
+/// Starts the reader on a thread of its own. It reads the topic from the beginning: the
+/// records the service started on are found unchanged.
 pub fn spawn(
     kafka: &KafkaConfig,
     bootstrap: &str,
     reload: ReloadHandle,
     shutdown: CancellationToken,
-) -> Result<(std::thread::JoinHandle<()>, oneshot::Receiver<()>), rdkafka::error::KafkaError> {
+) -> Result<std::thread::JoinHandle<()>, rdkafka::error::KafkaError> {
     let mut cc = super::consumer_config(kafka, bootstrap);
     cc.set("group.id", format!("dissuade-rules-{}", std::process::id()))
         .set("enable.auto.commit", "false")
@@ -39,22 +80,7 @@ pub fn spawn(
     for missing in super::assign_from_beginning(&consumer, &[&topic])? {
         warn!(topic = %missing, "rules topic: it does not exist; the rules file stays the rules");
     }
-    // Where the records already published end, per partition.
-    let mut behind: HashMap<i32, i64> = HashMap::new();
-    let partitions = consumer
-        .fetch_metadata(Some(&topic), Duration::from_secs(10))?
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len() as i32);
-    for p in 0..partitions {
-        let (low, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
-        if high > low {
-            behind.insert(p, high);
-        }
-    }
     info!(%topic, "rules topic: following rule files published to it");
-    let (caught_up_tx, caught_up) = oneshot::channel();
-    let mut caught_up_tx = Some(caught_up_tx);
     let handle = std::thread::Builder::new()
         .name("rules-topic".into())
         .spawn(move || {
@@ -66,32 +92,7 @@ pub fn spawn(
                 while let Some(polled) = consumer.poll(wait) {
                     wait = Duration::ZERO;
                     match polled {
-                        Ok(m) => {
-                            if behind
-                                .get(&m.partition())
-                                .is_some_and(|&end| m.offset() + 1 >= end)
-                            {
-                                behind.remove(&m.partition());
-                            }
-                            match std::str::from_utf8(m.payload().unwrap_or_default()) {
-                                Ok(text) => {
-                                    latest = Some(Published {
-                                        origin: format!(
-                                            "{} partition {} offset {}",
-                                            m.topic(),
-                                            m.partition(),
-                                            m.offset()
-                                        ),
-                                        text: text.to_owned(),
-                                    })
-                                }
-                                Err(_) => warn!(
-                                    partition = m.partition(),
-                                    offset = m.offset(),
-                                    "rules topic: skipped a record that is not UTF-8 text"
-                                ),
-                            }
-                        }
+                        Ok(m) => latest = published_of(&m).or(latest),
                         Err(e) => warn!(error = %e, "rules topic: read error"),
                     }
                 }
@@ -100,13 +101,8 @@ pub fn spawn(
                         break;
                     }
                 }
-                if behind.is_empty() {
-                    if let Some(tx) = caught_up_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
             }
         })
         .expect("spawning the rules-topic thread");
-    Ok((handle, caught_up))
+    Ok(handle)
 }

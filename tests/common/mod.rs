@@ -239,7 +239,7 @@ impl RunningProcessor {
         )
         .expect("processor starts");
         let reload = dissuade::reload::spawn(
-            dissuade::reload::Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone()),
+            dissuade::reload::Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone(), None),
             shutdown.clone(),
         );
         RunningProcessor {
