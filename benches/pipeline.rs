@@ -29,6 +29,7 @@ use dissuade::grid::{
 use dissuade::lifecycle::{Feedback, Lifecycle, LifecycleSettings, TrackedTask};
 use dissuade::pipeline::{Action, Live, Outcome, Pipeline};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
+use dissuade::shadow::Shadow;
 use dissuade::synth::{Synth, SynthConfig};
 use dissuade::task::{Assignee, GridRef, Notify, Reason, Task, TaskId, Victim};
 
@@ -472,6 +473,24 @@ fn whole_pipeline(c: &mut Criterion) {
         b.iter(cycle(&events, |e| {
             out.clear();
             black_box(pipeline.process(black_box(e), 0, now_ms, &mut out));
+        }))
+    });
+    // With shadow rules (the shipped set again, as a candidate) scored beside the live set
+    // on every event, as the processor does.
+    let mut cfg = config();
+    cfg.rules.shadow = Some(cfg.rules.path.clone());
+    let (mut shadowed, _) = Pipeline::load(&cfg).expect("sample pipeline loads");
+    let shadow = Shadow::load(&cfg, &shadowed)
+        .expect("shadow loads")
+        .expect("configured");
+    shadowed.set_shadow(shadow);
+    let mut scratch = Vec::with_capacity(4096);
+    g.bench_function("process_with_shadow/synthetic_mix", |b| {
+        b.iter(cycle(&events, |e| {
+            out.clear();
+            let outcome = shadowed.process(black_box(e), 0, now_ms, &mut out);
+            let shadow = shadowed.shadow().expect("set");
+            black_box(shadow.observe(&shadowed, &outcome, e, 0, now_ms, &mut scratch));
         }))
     });
     g.finish();

@@ -9,8 +9,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::lifecycle::Outcome as FeedbackOutcome;
 use crate::pipeline::{Action, Outcome, Pipeline};
+use crate::report::record::{EscalationRecord, FeedbackRecord, TaskRecord};
 use crate::rules::{Level, RuleSet};
+use crate::task::TaskId;
 
 /// What a rule set made of one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +75,84 @@ fn callee_of(payload: &[u8]) -> u64 {
                 .map(|c| crate::dispatch::callee_key(&c))
         })
         .unwrap_or(0)
+}
+
+/// Labels from the officers: the outcome each task was closed with, as the truth about the
+/// events the tasks were made for. Reached (in person or by phone) and already defrauded
+/// say the event was fraud; a false alarm says it was not. An upgrade or an escalation is
+/// part of its task's story: the story's last closing outcome labels every event in it.
+/// Events no task was made for, and tasks not closed, get no label: precision per rule is
+/// over what officers saw, and recall only over the fraud the live rules found.
+#[derive(Debug, Default)]
+pub struct FeedbackLabels {
+    event_of: HashMap<TaskId, String>,
+    /// Upgrade → the task it upgraded, escalation → the task it escalated.
+    parent: HashMap<TaskId, TaskId>,
+    /// Task id named by feedback → (time, order read, fraud) of its latest closing outcome.
+    closing: HashMap<TaskId, (i64, u64, bool)>,
+    read: u64,
+}
+
+impl FeedbackLabels {
+    pub fn add_task(&mut self, t: &TaskRecord) {
+        if let Some(prev) = t.upgrade_of {
+            self.parent.insert(t.task_id, prev);
+        }
+        if !t.event_id.is_empty() {
+            self.event_of.insert(t.task_id, t.event_id.clone());
+        }
+    }
+
+    pub fn add_escalation(&mut self, e: &EscalationRecord) {
+        self.parent.insert(e.escalation_id, e.escalation_of);
+    }
+
+    pub fn add_feedback(&mut self, fb: &FeedbackRecord) {
+        let fraud = match fb.outcome {
+            FeedbackOutcome::ReachedInPerson
+            | FeedbackOutcome::ReachedByPhone
+            | FeedbackOutcome::AlreadyDefrauded { .. } => true,
+            FeedbackOutcome::FalseAlarm => false,
+            FeedbackOutcome::Acknowledged | FeedbackOutcome::NotReached(_) => return,
+        };
+        self.read += 1;
+        let entry = (fb.at_ms, self.read, fraud);
+        let latest = self.closing.entry(fb.task_id).or_insert(entry);
+        if (entry.0, entry.1) > (latest.0, latest.1) {
+            *latest = entry;
+        }
+    }
+
+    /// The first task of the story `id` belongs to.
+    fn root(&self, mut id: TaskId) -> TaskId {
+        // Bounded: a cycle in bad records must not hang the backtest.
+        for _ in 0..64 {
+            match self.parent.get(&id) {
+                Some(&p) => id = p,
+                None => break,
+            }
+        }
+        id
+    }
+
+    /// Event id → fraud or not, for the events of closed stories.
+    pub fn labels(&self) -> HashMap<String, bool> {
+        let mut by_story: HashMap<TaskId, (i64, u64, bool)> = HashMap::new();
+        for (&id, &c) in &self.closing {
+            let story = by_story.entry(self.root(id)).or_insert(c);
+            if (c.0, c.1) > (story.0, story.1) {
+                *story = c;
+            }
+        }
+        self.event_of
+            .iter()
+            .filter_map(|(&id, event)| {
+                by_story
+                    .get(&self.root(id))
+                    .map(|&(_, _, fraud)| (event.clone(), fraud))
+            })
+            .collect()
+    }
 }
 
 /// One rule across the two sets.
@@ -388,5 +469,86 @@ mod tests {
         );
         assert_eq!(share(1, 4), Some(0.25));
         assert_eq!(share(1, 0), None);
+    }
+}
+
+#[cfg(test)]
+mod feedback_label_tests {
+    use super::*;
+    use crate::lifecycle::NotReachedReason;
+
+    fn id(n: u8) -> TaskId {
+        TaskId([n; 16])
+    }
+
+    fn task(n: u8, event: &str, upgrade_of: Option<u8>) -> TaskRecord {
+        TaskRecord {
+            task_id: id(n),
+            event_id: event.into(),
+            upgrade_of: upgrade_of.map(id),
+            created_at_ms: 0,
+            deadline_ms: 0,
+            level: Level::High,
+            person: 0,
+            victim_masked: String::new(),
+            grid_id: None,
+            grid_name: None,
+            station_id: None,
+            station_name: None,
+            assignee_id: "po-1".into(),
+            rule_ids: Vec::new(),
+        }
+    }
+
+    fn fb(n: u8, at_ms: i64, outcome: FeedbackOutcome) -> FeedbackRecord {
+        FeedbackRecord {
+            task_id: id(n),
+            at_ms,
+            outcome,
+            fingerprint: at_ms as u64,
+        }
+    }
+
+    /// A story's last closing outcome labels every event in it, whichever of its ids the
+    /// feedback names; outcomes that close nothing label nothing.
+    #[test]
+    fn closing_outcomes_label_the_events_of_their_task_story() {
+        let mut l = FeedbackLabels::default();
+        // Story 1: task 1, upgraded by 2, escalated as 9; a false alarm reported on the
+        // escalation, then (later) reached on the upgrade.
+        l.add_task(&task(1, "e1", None));
+        l.add_task(&task(2, "e2", Some(1)));
+        l.add_escalation(&EscalationRecord {
+            escalation_id: id(9),
+            escalation_of: id(1),
+            tier: 1,
+        });
+        l.add_feedback(&fb(9, 100, FeedbackOutcome::FalseAlarm));
+        l.add_feedback(&fb(2, 200, FeedbackOutcome::ReachedByPhone));
+        // Story 3: closed as a false alarm after an attempt.
+        l.add_task(&task(3, "e3", None));
+        l.add_feedback(&fb(
+            3,
+            50,
+            FeedbackOutcome::NotReached(NotReachedReason::NoAnswer),
+        ));
+        l.add_feedback(&fb(3, 60, FeedbackOutcome::FalseAlarm));
+        // Story 4: already defrauded. Story 5: only acknowledged, so no label.
+        l.add_task(&task(4, "e4", None));
+        l.add_feedback(&fb(
+            4,
+            10,
+            FeedbackOutcome::AlreadyDefrauded { loss_cny: None },
+        ));
+        l.add_task(&task(5, "e5", None));
+        l.add_feedback(&fb(5, 10, FeedbackOutcome::Acknowledged));
+
+        let labels = l.labels();
+        let expected: HashMap<String, bool> =
+            [("e1", true), ("e2", true), ("e3", false), ("e4", true)]
+                .into_iter()
+                .map(|(e, f)| (e.to_string(), f))
+                .collect();
+        assert_eq!(labels, expected);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::backtest::{compare, replay, share, Report};
+use crate::backtest::{compare, replay, share, FeedbackLabels, Report};
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 
@@ -31,8 +31,14 @@ pub struct Args {
     baseline: Option<PathBuf>,
     /// The truth about the events: JSON lines `{"event_id": ..., "fraud": true|false}`, as
     /// `dissuade generate --labels` writes them.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "labels_from_feedback")]
     labels: Option<PathBuf>,
+    /// Take the truth from the officers instead: the outcome each task on `kafka.task_topic`
+    /// was closed with on `kafka.feedback_topic` (reached or already defrauded: fraud; false
+    /// alarm: not fraud), read from `kafka.brokers`. Only events that became closed tasks
+    /// are labelled.
+    #[arg(long)]
+    labels_from_feedback: bool,
     /// Print the report as one JSON object instead of tables.
     #[arg(long)]
     json: bool,
@@ -45,7 +51,11 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         (None, Some(topic)) => read_topic(config, topic)?,
         (None, None) => anyhow::bail!("give --events FILE or --topic TOPIC"),
     };
-    let labels = args.labels.as_deref().map(read_labels).transpose()?;
+    let labels = match &args.labels {
+        Some(path) => Some(read_labels(path)?),
+        None if args.labels_from_feedback => Some(feedback_labels(config)?),
+        None => None,
+    };
     // Files named on the command line are relative to the working directory; the config's
     // rules path to the config file.
     let cwd = std::env::current_dir().context("the working directory")?;
@@ -142,6 +152,55 @@ fn read_topic(config: &Config, topic: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     })?;
     records.sort_by_key(|(at, _)| *at);
     Ok(records.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Labels from the task and feedback topics (see [`FeedbackLabels`]).
+fn feedback_labels(config: &Config) -> anyhow::Result<HashMap<String, bool>> {
+    use crate::report::record::FeedbackRecord;
+    use crate::report::{read, TaskTopicRecord};
+    use rdkafka::consumer::BaseConsumer;
+
+    let k = &config.kafka;
+    anyhow::ensure!(
+        !k.is_embedded(),
+        "--labels-from-feedback reads a running cluster: set kafka.brokers (or DISSUADE__KAFKA__BROKERS)"
+    );
+    let client = crate::report::client_config(k, &k.brokers);
+    let consumer: BaseConsumer = client.create().context("connecting to the cluster")?;
+    let timeout = std::time::Duration::from_secs(30);
+    let tasks = read::snapshot(&consumer, &k.task_topic, timeout)?;
+    let feedback = read::snapshot(&consumer, &k.feedback_topic, timeout)?;
+    let mut labels = FeedbackLabels::default();
+    read::read(
+        &consumer,
+        &tasks,
+        timeout,
+        &mut |payload| match TaskTopicRecord::decode(payload) {
+            Ok(TaskTopicRecord::Task(t)) => labels.add_task(&t),
+            Ok(TaskTopicRecord::Escalation(e)) => labels.add_escalation(&e),
+            Err(_) => {}
+        },
+        &mut |_, _| {},
+    )?;
+    read::read(
+        &consumer,
+        &feedback,
+        timeout,
+        &mut |payload| {
+            if let Ok(fb) = FeedbackRecord::decode(payload) {
+                labels.add_feedback(&fb);
+            }
+        },
+        &mut |_, _| {},
+    )?;
+    let labels = labels.labels();
+    eprintln!(
+        "labels from feedback: {} events of closed tasks ({} fraud, {} false alarms)",
+        labels.len(),
+        labels.values().filter(|f| **f).count(),
+        labels.values().filter(|f| !**f).count()
+    );
+    Ok(labels)
 }
 
 fn read_labels(path: &Path) -> anyhow::Result<HashMap<String, bool>> {

@@ -17,6 +17,9 @@ use crate::task::TaskId;
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
     pub task_id: TaskId,
+    /// The event it was made for (feedback outcomes label it: see
+    /// [`crate::backtest::FeedbackLabels`]).
+    pub event_id: String,
     pub upgrade_of: Option<TaskId>,
     pub created_at_ms: i64,
     pub deadline_ms: i64,
@@ -45,6 +48,8 @@ pub struct EscalationRecord {
 }
 
 /// One record of the task topic.
+// Decoded one at a time and matched at once: boxing the task would allocate per record.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskTopicRecord {
     Task(TaskRecord),
@@ -101,6 +106,8 @@ impl RecordError {
 #[derive(Deserialize)]
 struct RawRecord<'a> {
     task_id: TaskId,
+    #[serde(default)]
+    event_id: String,
     #[serde(borrow)]
     kind: Cow<'a, str>,
     #[serde(default)]
@@ -180,6 +187,7 @@ impl TaskTopicRecord {
                 });
                 Ok(TaskTopicRecord::Task(TaskRecord {
                     task_id: raw.task_id,
+                    event_id: raw.event_id,
                     upgrade_of: raw.upgrade_of,
                     created_at_ms: timestamp("created_at", &raw.created_at)?,
                     deadline_ms: timestamp("deadline", &raw.deadline)?,

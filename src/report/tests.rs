@@ -37,6 +37,7 @@ struct T {
 fn task(t: T) -> TaskRecord {
     TaskRecord {
         task_id: id(t.n),
+        event_id: format!("ev-{}", t.n),
         upgrade_of: t.upgrade_of.map(id),
         created_at_ms: at(t.created),
         deadline_ms: at(t.deadline),
