@@ -68,6 +68,7 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    s.metrics.set_health(&s.health);
     (
         [(
             header::CONTENT_TYPE,

@@ -150,6 +150,8 @@ pub struct Metrics {
     rules_loaded: IntGauge,
     grid_cells: IntGauge,
     reloads: IntCounterVec,
+    ready: IntGauge,
+    broker_reachable: IntGauge,
     shadow_events: Vec<IntCounter>,
     shadow_info: IntGaugeVec,
     last_reload_ok: IntGauge,
@@ -653,6 +655,16 @@ impl Metrics {
         for result in RELOAD_RESULTS {
             reloads.with_label_values(&[result]);
         }
+        let ready = gauge(
+            "dissuade_ready",
+            "1 while /readyz answers 200 (configured, broker reachable, input partitions \
+             assigned, lifecycle state restored), 0 otherwise: set at each scrape.",
+        );
+        let broker_reachable = gauge(
+            "dissuade_broker_reachable",
+            "1 while librdkafka reports a broker up, 0 when every broker is down: set at each \
+             scrape.",
+        );
         let shadow_events_vec = counter_vec(
             "dissuade_shadow_events_total",
             "Events scored by the shadow rules (rules.shadow) beside the live ones, by what the \
@@ -757,6 +769,8 @@ impl Metrics {
             rules_loaded,
             grid_cells: grid_cells_gauge,
             reloads,
+            ready,
+            broker_reachable,
             shadow_events,
             shadow_info,
             last_reload_ok,
@@ -877,6 +891,16 @@ impl Metrics {
         if ok {
             self.last_reload_ok_at.set(chrono::Utc::now().timestamp());
         }
+    }
+
+    /// Exports what `/readyz` says, for alerts.
+    pub fn set_health(&self, health: &crate::http::Health) {
+        self.ready.set(i64::from(health.not_ready().is_empty()));
+        self.broker_reachable.set(i64::from(
+            health
+                .broker_reachable
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ));
     }
 
     /// Shows which shadow rule set runs.

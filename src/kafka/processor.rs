@@ -196,7 +196,12 @@ struct Shared {
     stop_by: Mutex<Option<Instant>>,
     fatal: Arc<Fatal>,
     refused: RefusedQueue,
+    /// Per broker: responses received, and when that count last moved.
+    broker_heard: Mutex<HashMap<String, (u64, Instant)>>,
 }
+
+/// A broker that has answered nothing for this long counts as unreachable.
+const BROKER_SILENCE: Duration = Duration::from_secs(10);
 
 impl Shared {
     fn tracker(&self, partition: i32) -> Tracker {
@@ -369,9 +374,19 @@ struct ConsumerCtx {
 impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
         let s = &self.shared;
-        if stats.brokers.values().any(|b| b.state == "UP") {
-            s.health.broker_reachable.store(true, Ordering::Relaxed);
-        }
+        // Every second. A broker that is gone is not UP; one that is frozen stays UP for a
+        // minute (until librdkafka's socket timeout) but stops answering, while a live one
+        // answers the consumer's fetches at least every fetch.wait.max.ms.
+        let now = Instant::now();
+        let mut heard = s.broker_heard.lock().expect("broker lock");
+        let up = stats.brokers.values().any(|b| {
+            let last = heard.entry(b.name.clone()).or_insert((b.rx, now));
+            if b.rx != last.0 {
+                *last = (b.rx, now);
+            }
+            b.state == "UP" && now.duration_since(last.1) < BROKER_SILENCE
+        });
+        s.health.broker_reachable.store(up, Ordering::Relaxed);
         let Some(topic) = stats.topics.get(&s.input_topic) else {
             return;
         };
@@ -657,6 +672,7 @@ fn spawn_on(
         stop_by: Mutex::default(),
         fatal,
         refused,
+        broker_heard: Mutex::default(),
     });
     let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, bootstrap)
         .create_with_context(ConsumerCtx {
