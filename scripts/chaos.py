@@ -1,0 +1,648 @@
+"""Fault drills for dissuade (run through scripts/chaos).
+
+crash:   live traffic at --rate events/s for --duration seconds; `dissuade run` killed with
+         SIGKILL at random moments --kills times and restarted each time (with --instances 2,
+         two instances in one group and one of them killed each time). Then a clean
+         reference run reads the same input with a new group and its own output topics, and
+         the task and dead-letter topics are compared: missing 0 and unexpected 0, or the
+         drill fails; duplicates (redelivered tasks, same task id) are counted.
+outage:  the broker frozen with SIGSTOP for --outage seconds during live traffic, then
+         resumed: the service must not crash or spin, /readyz must say not ready while the
+         broker is away and ready again after, dissuade_broker_reachable must go to 0, and
+         the task and dead-letter topics must match a reference run's.
+garbage: --garbage records that are not valid events (random bytes, truncated and deeply
+         nested JSON, invalid UTF-8, huge strings and numbers, 1 MiB records, wrong types,
+         empty records, duplicate keys) mixed into --valid valid events: no crash, every bad
+         record dead-lettered with its reason, every valid one processed, RSS sampled.
+
+Each drill prints one JSON line. The service runs with the lifecycle off: these drills are
+about the event path (the lifecycle's own crash drill is not written yet).
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def binary():
+    for candidate in (
+        os.environ.get("DISSUADE_BIN"),
+        os.path.join(ROOT, "target/release/dissuade"),
+        os.path.join(ROOT, "target/debug/dissuade"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    sys.exit("chaos: no dissuade binary: cargo build --release (or set DISSUADE_BIN)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(*args):
+    print("chaos:", *args, file=sys.stderr, flush=True)
+
+
+class Broker:
+    """The embedded broker as a child process."""
+
+    def __init__(self, logs):
+        # The drills read every topic back from its beginning: the broker must keep it all
+        # (its default, 64 MiB a partition, drops the start of a million-event run).
+        env = dict(
+            os.environ,
+            DISSUADE__KAFKA__EMBEDDED_RETENTION_BYTES=str(8 << 30),
+            DISSUADE__KAFKA__EMBEDDED_RETENTION='"6h"',
+        )
+        self.proc = subprocess.Popen(
+            [binary(), "broker", "--port", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(os.path.join(logs, "broker.log"), "w"),
+            text=True,
+        )
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "listening":
+            sys.exit(f"chaos: the broker did not start: {line}")
+        self.bootstrap = line[1]
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Service:
+    """`dissuade run` against the broker with its own topics and group."""
+
+    def __init__(self, bootstrap, name, logs, input_topic, partitions):
+        self.name = name
+        self.logs = logs
+        self.metrics_port = free_port()
+        self.topics = {
+            "input": input_topic,
+            "tasks": f"{name}.tasks",
+            "dlq": f"{name}.dlq",
+            "state": f"{name}.state",
+        }
+        self.group = f"{name}.group"
+        self.env = dict(
+            os.environ,
+            DISSUADE__KAFKA__BROKERS=bootstrap,
+            DISSUADE__KAFKA__PARTITIONS=str(partitions),
+            DISSUADE__KAFKA__INPUT_TOPIC=json.dumps(input_topic),
+            DISSUADE__KAFKA__TASK_TOPIC=json.dumps(self.topics["tasks"]),
+            DISSUADE__KAFKA__DLQ_TOPIC=json.dumps(self.topics["dlq"]),
+            DISSUADE__KAFKA__STATE_TOPIC=json.dumps(self.topics["state"]),
+            DISSUADE__KAFKA__RULES_TOPIC=json.dumps(f"{name}.rules"),
+            DISSUADE__KAFKA__LISTS_TOPIC=json.dumps(f"{name}.lists"),
+            DISSUADE__KAFKA__GROUP_ID=json.dumps(self.group),
+            DISSUADE__KAFKA__COMMIT_INTERVAL='"200ms"',
+            DISSUADE__LIFECYCLE__ENABLED="false",
+            DISSUADE__WEB__LISTEN='""',
+            RUST_LOG=os.environ.get("RUST_LOG", "warn"),
+        )
+        self.procs = []
+        self.starts = 0
+
+    def start(self, port=None):
+        env = dict(
+            self.env,
+            DISSUADE__METRICS__LISTEN=json.dumps(f"127.0.0.1:{port or free_port()}"),
+        )
+        self.starts += 1
+        out = open(os.path.join(self.logs, f"{self.name}.{self.starts}.log"), "w")
+        p = subprocess.Popen(
+            [binary(), "run", "--create-topics"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+        p.log_path = out.name
+        self.procs.append(p)
+        return p
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def panicked(self):
+        return [
+            p.log_path
+            for p in self.procs
+            if "panicked" in open(p.log_path, errors="replace").read()
+        ]
+
+
+def wait_topic(bootstrap, topic, timeout=60):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-probe"})
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            md = c.list_topics(topic, timeout=5)
+            t = md.topics.get(topic)
+            if t is not None and t.error is None and t.partitions:
+                return len(t.partitions)
+            time.sleep(0.2)
+    finally:
+        c.close()
+    sys.exit(f"chaos: topic {topic} was not created in {timeout} s")
+
+
+def high_watermarks(bootstrap, topic, partitions):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "chaos-probe"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def wait_committed(bootstrap, group, topic, partitions, timeout, alive=lambda: True):
+    """Waits until `group` has committed the end of every partition of `topic`."""
+    ends = high_watermarks(bootstrap, topic, partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if not alive():
+                sys.exit("chaos: the service stopped before it caught up")
+            committed = c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            if all(tp.offset >= ends[tp.partition] for tp in committed):
+                return
+            time.sleep(0.5)
+    finally:
+        c.close()
+    sys.exit(f"chaos: group {group} did not catch up with {topic} in {timeout} s")
+
+
+def read_all(bootstrap, topic, partitions):
+    """Every record of `topic` to its current end: (value, headers) pairs."""
+    ends = high_watermarks(bootstrap, topic, partitions)
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"chaos-read-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.message.max.bytes": 4 * 1024 * 1024,
+        }
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    done = {p for p, end in ends.items() if end == 0}
+    out = []
+    deadline = time.time() + 300
+    while len(done) < partitions and time.time() < deadline:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                if m.offset() >= ends[m.partition()]:
+                    done.add(m.partition())
+                continue
+            raise RuntimeError(m.error())
+        out.append((m.value(), dict(m.headers() or [])))
+        if m.offset() + 1 >= ends[m.partition()]:
+            done.add(m.partition())
+    c.close()
+    return out
+
+
+def tasks_of(records):
+    """The tasks (new and upgrades) among a task topic's records, in topic order."""
+    tasks = []
+    for value, _ in records:
+        t = json.loads(value)
+        if t.get("kind") in ("new", "upgrade"):
+            tasks.append(t)
+    return tasks
+
+
+def tally(items):
+    counts = {}
+    for i in items:
+        counts[i] = counts.get(i, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+
+
+def explain(tasks):
+    """What a set of differing tasks were: their kinds and the rules behind them."""
+    return {
+        "kinds": tally(t["kind"] for t in tasks),
+        "rules": tally(r["rule_id"] for t in tasks for r in t.get("reasons", [])),
+    }
+
+
+def dead_letter_positions(records):
+    return [
+        (h.get("dissuade.source.partition"), h.get("dissuade.source.offset"), h.get("dissuade.error.kind"))
+        for _, h in records
+    ]
+
+
+def generate(bootstrap, topic, events, rate, seed, logs):
+    out = open(os.path.join(logs, "generate.log"), "w")
+    return subprocess.Popen(
+        [
+            binary(), "generate", "--brokers", bootstrap, "--topic", topic,
+            "--events", str(events), "--rate", str(rate), "--seed", str(seed),
+            "--bad-share", "0.002",
+        ],
+        cwd=ROOT, stdout=out, stderr=out,
+    )
+
+
+def crash(args):
+    started = time.time()
+    rng = random.Random(args.seed)
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-crash-")
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    chaos = Service(broker.bootstrap, "chaos", logs, input_topic, args.partitions)
+    reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
+    try:
+        running = [chaos.start() for _ in range(args.instances)]
+        wait_topic(broker.bootstrap, input_topic)
+        events = int(args.rate * args.duration)
+        gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
+        # Kills spread over the generation, at random moments.
+        moments = sorted(rng.uniform(2, args.duration) for _ in range(args.kills))
+        t0 = time.time()
+        for i, at in enumerate(moments):
+            time.sleep(max(0, at - (time.time() - t0)))
+            victim = rng.randrange(len(running))
+            running[victim].send_signal(signal.SIGKILL)
+            running[victim].wait()
+            running[victim] = chaos.start()
+            log(f"kill {i + 1}/{args.kills} at {at:.1f} s (instance {victim})")
+        if gen.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        wait_committed(
+            broker.bootstrap, chaos.group, input_topic, args.partitions, 600,
+            alive=lambda: all(p.poll() is None for p in running),
+        )
+        chaos.stop_all()
+        run_reference(broker.bootstrap, reference, input_topic, args.partitions)
+
+        result = {
+            "drill": "crash",
+            "instances": args.instances,
+            "kills": args.kills,
+            "events": events,
+            "rate": args.rate,
+            "partitions": args.partitions,
+            **compare(broker.bootstrap, chaos, reference, args.partitions),
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return nothing_lost(result)
+    finally:
+        chaos.stop_all()
+        reference.stop_all()
+        broker.stop()
+
+
+def run_reference(bootstrap, reference, input_topic, partitions):
+    """A clean run over the whole input with a new group, to its end."""
+    ref = reference.start()
+    wait_committed(bootstrap, reference.group, input_topic, partitions, 600, alive=lambda: ref.poll() is None)
+    reference.stop_all()
+
+
+def compare(bootstrap, tested, reference, partitions):
+    """The task and dead-letter topics of a drilled run against the reference run's."""
+    got_tasks = tasks_of(read_all(bootstrap, tested.topics["tasks"], partitions))
+    want_tasks = tasks_of(read_all(bootstrap, reference.topics["tasks"], partitions))
+    got = [t["task_id"] for t in got_tasks]
+    want = [t["task_id"] for t in want_tasks]
+    got_dlq = dead_letter_positions(read_all(bootstrap, tested.topics["dlq"], partitions))
+    want_dlq = dead_letter_positions(read_all(bootstrap, reference.topics["dlq"], partitions))
+    differences = {}
+    if set(got) != set(want):
+        differences["missing_tasks"] = explain(t for t in want_tasks if t["task_id"] not in set(got))
+        differences["unexpected_tasks"] = explain(t for t in got_tasks if t["task_id"] not in set(want))
+    if set(got_dlq) != set(want_dlq):
+        differences["unexpected_dead_letter_kinds"] = tally(
+            (k or b"?").decode() for _, _, k in set(got_dlq) - set(want_dlq)
+        )
+        differences["missing_dead_letter_kinds"] = tally(
+            (k or b"?").decode() for _, _, k in set(want_dlq) - set(got_dlq)
+        )
+    return {
+        **({"differences": differences} if differences else {}),
+        "reference_tasks": len(want),
+        "tasks": len(got),
+        "missing": len(set(want) - set(got)),
+        "unexpected": len(set(got) - set(want)),
+        "duplicates": len(got) - len(set(got)),
+        "reference_dead_letters": len(want_dlq),
+        "dead_letters": len(got_dlq),
+        "dead_letters_missing": len(set(want_dlq) - set(got_dlq)),
+        "dead_letters_unexpected": len(set(got_dlq) - set(want_dlq)),
+        "dead_letter_duplicates": len(got_dlq) - len(set(got_dlq)),
+        "reference_duplicates": len(want) - len(set(want)),
+        "panics": len(tested.panicked() + reference.panicked()),
+    }
+
+
+def nothing_lost(result):
+    return (
+        result["missing"] == 0
+        and result["unexpected"] == 0
+        and result["dead_letters_missing"] == 0
+        and result["dead_letters_unexpected"] == 0
+        and result["panics"] == 0
+        and result["reference_tasks"] > 0
+    )
+
+
+def get(url):
+    """(status, body) of a GET, or (None, error) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return None, str(e)
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def outage(args):
+    """The broker frozen (SIGSTOP) for --outage seconds in the middle of live traffic."""
+    started = time.time()
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-outage-")
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    tested = Service(broker.bootstrap, "outage", logs, input_topic, args.partitions)
+    reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
+    port = free_port()
+    try:
+        proc = tested.start(port)
+        wait_topic(broker.bootstrap, input_topic)
+        duration = args.outage + 30
+        events = int(args.rate * duration)
+        gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
+        time.sleep(10)
+        base = f"http://127.0.0.1:{port}"
+        ready_before = get(base + "/readyz")[0] == 200
+        cpu0 = cpu_seconds(proc.pid)
+        broker.proc.send_signal(signal.SIGSTOP)
+        frozen_at = time.time()
+        not_ready_after = None
+        reachable_metric_zero = False
+        while time.time() - frozen_at < args.outage:
+            status, _ = get(base + "/readyz")
+            if status != 200 and not_ready_after is None:
+                not_ready_after = round(time.time() - frozen_at, 1)
+            _, text = get(base + "/metrics")
+            if "dissuade_broker_reachable 0" in text:
+                reachable_metric_zero = True
+            time.sleep(1)
+        cpu_share = (cpu_seconds(proc.pid) - cpu0) / (time.time() - frozen_at)
+        broker.proc.send_signal(signal.SIGCONT)
+        resumed_at = time.time()
+        ready_again_after = None
+        while time.time() - resumed_at < 300:
+            if get(base + "/readyz")[0] == 200:
+                ready_again_after = round(time.time() - resumed_at, 1)
+                break
+            time.sleep(0.5)
+        if gen.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        wait_committed(
+            broker.bootstrap, tested.group, input_topic, args.partitions, 600,
+            alive=lambda: proc.poll() is None,
+        )
+        alive = proc.poll() is None
+        tested.stop_all()
+        run_reference(broker.bootstrap, reference, input_topic, args.partitions)
+        result = {
+            "drill": "outage",
+            "frozen_s": args.outage,
+            "events": events,
+            "rate": args.rate,
+            "ready_before": ready_before,
+            "not_ready_after_s": not_ready_after,
+            "broker_reachable_metric_went_0": reachable_metric_zero,
+            "service_cpu_share_while_frozen": round(cpu_share, 3),
+            "ready_again_after_s": ready_again_after,
+            "alive": alive,
+            **compare(broker.bootstrap, tested, reference, args.partitions),
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return (
+            nothing_lost(result)
+            and alive
+            and ready_before
+            and not_ready_after is not None
+            and ready_again_after is not None
+        )
+    finally:
+        tested.stop_all()
+        reference.stop_all()
+        try:
+            broker.proc.send_signal(signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        broker.stop()
+
+
+def garbage_records(rng, n):
+    """`n` records that are not valid events, with the reason each should be dead-lettered."""
+    valid = {
+        "event_id": "g", "occurred_at": int(time.time() * 1000), "caller_number": "13700001234",
+        "callee_number": "13800001234", "call_duration_s": 60,
+    }
+    kinds = [
+        ("random_bytes", lambda i: bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))),
+        ("truncated_json", lambda i: json.dumps(dict(valid, event_id=f"g{i}")).encode()[: rng.randint(1, 60)]),
+        ("deeply_nested", lambda i: b'{"event_id":' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ("invalid_utf8", lambda i: b'{"event_id":"\xff\xfe' + str(i).encode() + b'"}'),
+        ("huge_string", lambda i: json.dumps(dict(valid, event_id="x" * 200_000)).encode()),
+        ("huge_number", lambda i: json.dumps(valid).replace('"call_duration_s": 60', '"call_duration_s": 1' + "0" * 400).encode()),
+        ("one_mib", lambda i: b'{"event_id":"' + b"a" * (1024 * 1024 - 20) + b'"}'),
+        ("wrong_types", lambda i: json.dumps(dict(valid, event_id=i, call_duration_s="long")).encode()),
+        ("missing_fields", lambda i: json.dumps({"event_id": f"g{i}"}).encode()),
+        ("empty", lambda i: b""),
+        ("duplicate_keys", lambda i: b'{"event_id":"a","event_id":"b","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":1}'),
+        ("not_an_object", lambda i: b"[1,2,3]"),
+    ]
+    # The big ones are rare, as in life: one in a thousand each.
+    weights = [1 if k in ("deeply_nested", "huge_string", "one_mib") else 1000 for k, _ in kinds]
+    for i in range(n):
+        kind, make = rng.choices(kinds, weights)[0]
+        yield kind, make(i)
+
+
+def rss_mib(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+
+
+def garbage(args):
+    started = time.time()
+    rng = random.Random(args.seed)
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-garbage-")
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    svc = Service(broker.bootstrap, "garbage", logs, input_topic, args.partitions)
+    port = free_port()
+    try:
+        proc = svc.start(port)
+        wait_topic(broker.bootstrap, input_topic)
+        gen = subprocess.Popen(
+            [
+                binary(), "generate", "--brokers", broker.bootstrap, "--topic", input_topic,
+                "--events", str(args.valid), "--seed", str(args.seed), "--bad-share", "0",
+            ],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(os.path.join(logs, "generate.log"), "w"),
+        )
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "message.max.bytes": 4 * 1024 * 1024,
+                "linger.ms": 20,
+                "queue.buffering.max.kbytes": 512 * 1024,
+            }
+        )
+        failed = []
+        kinds = {}
+        rss = []
+        for n, (kind, payload) in enumerate(garbage_records(rng, args.garbage)):
+            kinds[kind] = kinds.get(kind, 0) + 1
+            while True:
+                try:
+                    producer.produce(
+                        input_topic, payload, key=str(n).encode(),
+                        on_delivery=lambda err, m: err and failed.append(str(err)),
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            producer.poll(0)
+            if n % 50_000 == 0:
+                rss.append(rss_mib(proc.pid))
+        producer.flush(120)
+        if failed:
+            sys.exit(f"chaos: {len(failed)} garbage records not accepted by the broker: {failed[:3]}")
+        if gen.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        wait_committed(
+            broker.bootstrap, svc.group, input_topic, args.partitions, 900,
+            alive=lambda: proc.poll() is None,
+        )
+        rss.append(rss_mib(proc.pid))
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+        def metric(line_start):
+            return sum(
+                float(l.rsplit(" ", 1)[1]) for l in metrics.splitlines() if l.startswith(line_start)
+            )
+
+        dlq = read_all(broker.bootstrap, svc.topics["dlq"], args.partitions)
+        reasons = {}
+        for _, h in dlq:
+            k = (h.get("dissuade.error.kind") or b"?").decode()
+            reasons[k] = reasons.get(k, 0) + 1
+        consumed = metric("dissuade_events_consumed_total")
+        scored = metric('dissuade_events_total{outcome="task"}') + metric(
+            'dissuade_events_total{outcome="suppressed"}'
+        ) + metric('dissuade_events_total{outcome="below_threshold"}')
+        result = {
+            "drill": "garbage",
+            "garbage": args.garbage,
+            "valid": args.valid,
+            "garbage_kinds": kinds,
+            "consumed": int(consumed),
+            "processed_valid": int(scored),
+            "dead_letters": len(dlq),
+            "dead_letters_missing": args.garbage - len(dlq),
+            "dead_letter_reasons": reasons,
+            "panics": len(svc.panicked()),
+            "alive": proc.poll() is None,
+            "rss_mib": [round(r, 1) for r in rss if r is not None],
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return (
+            result["alive"]
+            and result["panics"] == 0
+            and len(dlq) == args.garbage
+            and int(scored) == args.valid
+            and int(consumed) == args.valid + args.garbage
+        )
+    finally:
+        svc.stop_all()
+        broker.stop()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("drills", nargs="*", help="crash, outage, garbage (default: all)")
+    p.add_argument("--outage", type=int, help="seconds the broker stays frozen (outage drill)")
+    p.add_argument("--short", action="store_true", help="the CI sizes: 3 kills over 20 s at 2,000/s; 100,000 garbage records")
+    p.add_argument("--kills", type=int)
+    p.add_argument("--instances", type=int, default=1)
+    p.add_argument("--rate", type=int)
+    p.add_argument("--duration", type=float)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--garbage", type=int)
+    p.add_argument("--valid", type=int)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    sizes = (
+        dict(kills=3, rate=2000, duration=20, garbage=100_000, valid=50_000, outage=30)
+        if args.short
+        else dict(kills=20, rate=10_000, duration=120, garbage=1_000_000, valid=200_000, outage=30)
+    )
+    for k, v in sizes.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    all_drills = {"crash": crash, "outage": outage, "garbage": garbage}
+    drills = args.drills or list(all_drills)
+    unknown = set(drills) - set(all_drills)
+    if unknown:
+        p.error(f"unknown drill(s): {', '.join(sorted(unknown))}")
+    ok = True
+    for d in drills:
+        ok = all_drills[d](args) and ok
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
