@@ -390,6 +390,16 @@ impl Pipeline {
         self.pending.lock().expect("pending lock").take()
     }
 
+    /// Takes back a candidate the processor has not taken yet; false when there is none (it
+    /// may be filling its windows now).
+    pub fn withdraw_pending(&self) -> bool {
+        let withdrawn = self.pending.lock().expect("pending lock").take().is_some();
+        if withdrawn {
+            self.rebuilding.store(false, Ordering::Release);
+        }
+        withdrawn
+    }
+
     /// Whether a candidate offered is waiting for, or getting, its windows.
     pub fn rebuild_pending(&self) -> bool {
         self.rebuilding.load(Ordering::Acquire)
@@ -741,4 +751,152 @@ pub fn load_grid(config: &Config) -> Result<(GridMap, Vec<GridWarning>), GridErr
             strict: config.grid.strict,
         },
     )
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+    use crate::metrics::DEAD_LETTER_REASONS;
+
+    const FIELDS: [&str; 12] = [
+        "event_id",
+        "occurred_at",
+        "caller_number",
+        "callee_number",
+        "callee_location",
+        "cell_id",
+        "call_duration_s",
+        "caller_flags",
+        "callee_age",
+        "callee_prior_victim",
+        "sms_with_link",
+        "fraud_type_hint",
+    ];
+
+    fn sample() -> Pipeline {
+        let config = Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml"),
+        )
+        .expect("sample config");
+        Pipeline::load(&config).expect("sample pipeline").0
+    }
+
+    /// Any JSON value, a few levels deep, with the awkward cases near at hand.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(json!(1_795_480_200_000_i64)),
+            Just(json!("13812345678")),
+            Just(json!("+852 5123 4567")),
+            Just(json!("2026-11-24T08:30:00+08:00")),
+            Just(json!({"lon": 117.2, "lat": 39.13})),
+            Just(json!(["overseas", "voip"])),
+            proptest::collection::vec(any::<char>(), 0..40)
+                .prop_map(|c| Value::from(c.into_iter().collect::<String>())),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z_]{1,8}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+            ]
+        })
+    }
+
+    /// An object with some of the event's fields (each any value) and maybe others.
+    fn event_like() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec((0..FIELDS.len(), value()), 0..14),
+            proptest::option::of(value()),
+        )
+            .prop_map(|(fields, extra)| {
+                let mut m: Map<String, Value> = fields
+                    .into_iter()
+                    .map(|(i, v)| (FIELDS[i].to_string(), v))
+                    .collect();
+                if let Some(v) = extra {
+                    m.insert("extra".into(), v);
+                }
+                serde_json::to_vec(&Value::Object(m)).expect("serializes")
+            })
+    }
+
+    /// A valid, risky event (it makes a task as it is) with one field replaced by any value
+    /// or removed: both paths, task and dead letter, are taken.
+    fn one_field_changed() -> impl Strategy<Value = Vec<u8>> {
+        // A different person each time, mostly: one's open task would suppress the next.
+        let person = 10_000_000..100_000_000u32;
+        (0..FIELDS.len(), proptest::option::of(value()), person).prop_map(|(i, v, person)| {
+            let mut event = json!({
+                "event_id": "p-1", "occurred_at": 1_795_480_200_000_i64,
+                "caller_number": "+85251234567", "callee_number": format!("138{person}"),
+                "callee_location": {"lon": 117.196623, "lat": 39.132584},
+                "cell_id": "460-00-4123-1001", "call_duration_s": 742,
+                "caller_flags": ["overseas", "spoofed_official"], "callee_age": 71,
+                "callee_prior_victim": false, "sms_with_link": true,
+                "fraud_type_hint": "impersonate_police",
+            });
+            let m = event.as_object_mut().expect("object");
+            match v {
+                Some(v) => m.insert(FIELDS[i].to_string(), v),
+                None => m.remove(FIELDS[i]),
+            };
+            serde_json::to_vec(&event).expect("serializes")
+        })
+    }
+
+    fn check(pipeline: &Pipeline, payload: &[u8]) -> Result<(), TestCaseError> {
+        let mut out = Vec::new();
+        match pipeline.process(payload, 0, 1_795_480_300_000, &mut out) {
+            Outcome::Rejected(e) => {
+                prop_assert!(DEAD_LETTER_REASONS.contains(&e.kind()), "{}", e.kind());
+                prop_assert!(out.is_empty());
+            }
+            Outcome::Scored(s) => match s.action {
+                Action::Task(_) => {
+                    let task: Value = serde_json::from_slice(&out).expect("a task is JSON");
+                    prop_assert!(task["task_id"].is_string());
+                }
+                _ => prop_assert!(out.is_empty()),
+            },
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Bytes of any kind: a dead letter with a known reason, never a panic.
+        #[test]
+        fn any_bytes_are_scored_or_dead_lettered_with_a_known_reason(
+            payload in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
+            thread_local!(static PIPELINE: Pipeline = sample());
+            PIPELINE.with(|p| check(p, &payload))?;
+        }
+
+        /// A valid event with one field changed: a task, a score or a dead letter, never a
+        /// panic; a task is always a JSON record.
+        #[test]
+        fn an_event_with_one_field_changed_is_scored_or_dead_lettered(payload in one_field_changed()) {
+            thread_local!(static PIPELINE: Pipeline = sample());
+            PIPELINE.with(|p| check(p, &payload))?;
+        }
+
+        /// Objects with the event's fields holding values of any type: the same.
+        #[test]
+        fn event_shaped_objects_are_scored_or_dead_lettered_with_a_known_reason(
+            payload in event_like()
+        ) {
+            thread_local!(static PIPELINE: Pipeline = sample());
+            PIPELINE.with(|p| check(p, &payload))?;
+        }
+    }
 }

@@ -66,6 +66,9 @@ pub enum Reloaded {
     Unchanged,
 }
 
+/// The longest a reload waits for the processor to install the previous one.
+const REBUILD_WAIT: Duration = Duration::from_secs(300);
+
 /// Size and modification time of each watched file (`None`: missing or unreadable).
 type Stamps = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
 
@@ -85,8 +88,8 @@ pub struct Reloader {
     stamps: Stamps,
     /// A digest of the bytes of every file the live set was read from.
     digest: u64,
-    /// The rules last published on the rules topic: once one has arrived, it is the rules
-    /// (valid or not), and the rules file is no longer read.
+    /// The last valid rule file published on the rules topic: once one has arrived, it is
+    /// the rules, and the rules file is no longer read.
     published: Option<Published>,
 }
 
@@ -164,8 +167,14 @@ impl Reloader {
     /// `dissuade_config_reloads_total` and logged.
     pub fn reload(&mut self, trigger: &str) -> Result<Reloaded, ReloadError> {
         // A set whose windows the processor is still filling is installed first: the next
-        // one is checked against it.
+        // one is checked against it. A processor that never takes it (stopped) must not
+        // block reloads for ever: the waiting set is then replaced.
+        let waited = std::time::Instant::now();
         while self.pipeline.rebuild_pending() {
+            if waited.elapsed() > REBUILD_WAIT && self.pipeline.withdraw_pending() {
+                warn!("reload: the previous change was still waiting for the processor; replaced");
+                break;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         let result = self.try_reload();

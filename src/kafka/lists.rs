@@ -1,8 +1,8 @@
 //! Live changes to the number lists: a reader of the lists topic (every partition from the
 //! beginning, no group, so every instance applies every change) that adds numbers to and
-//! removes them from the live lists while the service runs (a reload keeps them: see
-//! [`Pipeline::install`]). The files stay the base: a
-//! restart reads them, then the whole topic again.
+//! removes them from the live lists while the service runs; a reload keeps them (see
+//! [`Pipeline::install`]). The files stay the base: a restart reads them, then the whole
+//! topic again.
 //!
 //! A record's value: `{"list": "known_fraud_numbers", "number": "+852 5123 9901", "op":
 //! "add"}` (or `"remove"`). Key it by the number, so that changes to one number stay in
