@@ -10,6 +10,10 @@ outage:  the broker frozen with SIGSTOP for --outage seconds during live traffic
          resumed: the service must not crash or spin, /readyz must say not ready while the
          broker is away and ready again after, dissuade_broker_reachable must go to 0, and
          the task and dead-letter topics must match a reference run's.
+config:  the rule file, the roster and the grid map broken in turn while running (and a
+         roster entry removed, which is valid): each fault is refused within the watch
+         interval with an error naming the file, line or id, processing goes on on the last
+         good set, and each repair is applied.
 garbage: --garbage records that are not valid events (random bytes, truncated and deeply
          nested JSON, invalid UTF-8, huge strings and numbers, 1 MiB records, wrong types,
          empty records, duplicate keys) mixed into --valid valid events: no crash, every bad
@@ -94,7 +98,8 @@ class Broker:
 class Service:
     """`dissuade run` against the broker with its own topics and group."""
 
-    def __init__(self, bootstrap, name, logs, input_topic, partitions):
+    def __init__(self, bootstrap, name, logs, input_topic, partitions, config=None):
+        self.config = config
         self.name = name
         self.logs = logs
         self.metrics_port = free_port()
@@ -131,9 +136,10 @@ class Service:
         )
         self.starts += 1
         out = open(os.path.join(self.logs, f"{self.name}.{self.starts}.log"), "w")
-        p = subprocess.Popen(
-            [binary(), "run", "--create-topics"], cwd=ROOT, env=env, stdout=out, stderr=out
-        )
+        command = [binary(), "run", "--create-topics"]
+        if self.config:
+            command += ["--config", self.config]
+        p = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
         p.log_path = out.name
         self.procs.append(p)
         return p
@@ -611,9 +617,132 @@ def garbage(args):
         broker.stop()
 
 
+def metric_value(text, series):
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def config_faults(args):
+    """Configuration files broken while running: each is refused, the service keeps the last
+    good set and keeps processing, and each repair is applied."""
+    import shutil
+
+    started = time.time()
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-config-")
+    config_dir = os.path.join(logs, "config")
+    shutil.copytree(os.path.join(ROOT, "config"), config_dir)
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    svc = Service(
+        broker.bootstrap, "config", logs, input_topic, args.partitions,
+        config=os.path.join(config_dir, "dissuade.toml"),
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    rules = os.path.join(config_dir, "rules.toml")
+    roster = os.path.join(config_dir, "grid", "roster.csv")
+    cells = os.path.join(config_dir, "grid", "cells.geojson")
+    originals = {p: open(p, "rb").read() for p in (rules, roster, cells)}
+
+    def scrape():
+        return get(base + "/metrics")[1]
+
+    def reloads():
+        text = scrape()
+        return sum(
+            metric_value(text, f'dissuade_config_reloads_total{{result="{r}"}}') or 0
+            for r in ("applied", "unchanged", "invalid", "refused")
+        )
+
+    def next_reload(after, timeout=30):
+        """Seconds until the reload after `after` reloads, and its success flag."""
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if reloads() > after:
+                ok = metric_value(scrape(), "dissuade_config_last_reload_successful")
+                return round(time.time() - t0, 1), ok
+            time.sleep(0.2)
+        return None, None
+
+    def consumed():
+        return metric_value(scrape(), "dissuade_events_consumed_total") or 0
+
+    try:
+        proc = svc.start(port)
+        wait_topic(broker.bootstrap, input_topic)
+        events = int(args.rate * 120)
+        gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
+        time.sleep(5)
+        faults = []
+        for name, path, broken in [
+            ("rule with an unknown operator", rules,
+             originals[rules] + b'\n[[rule]]\nid = "drill_broken"\ndescription = "d"\nreason = "r"\nscore = 10\nwhen = "callee_age >>= 3"\n'),
+            ("roster row for a grid that does not exist", roster,
+             originals[roster] + b"999999-99-999,po-drill,Drill,community_officer,022-00000000\n"),
+            ("grid map cut in half", cells, originals[cells][: len(originals[cells]) // 2]),
+            ("roster entry removed (valid: its cell's tasks go to the duty desk)", roster,
+             b"".join(l for l in originals[roster].splitlines(keepends=True) if b",po-120101-01-001," not in l)),
+        ]:
+            before, count = consumed(), reloads()
+            with open(path, "wb") as f:
+                f.write(broken)
+            seen, ok_flag = next_reload(count)
+            time.sleep(3)
+            kept_processing = consumed() > before
+            count = reloads()
+            with open(path, "wb") as f:
+                f.write(originals[path])
+            repaired, repaired_ok = next_reload(count)
+            faults.append({
+                "fault": name,
+                "seen_after_s": seen,
+                "last_reload_successful": ok_flag,
+                "kept_processing": kept_processing,
+                "repair_applied_after_s": repaired if repaired_ok == 1 else None,
+            })
+        if gen.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        wait_committed(broker.bootstrap, svc.group, input_topic, args.partitions, 600,
+                       alive=lambda: proc.poll() is None)
+        text = scrape()
+        log_text = open(proc.log_path, errors="replace").read()
+        result = {
+            "drill": "config",
+            "events": events,
+            "consumed": int(metric_value(text, "dissuade_events_consumed_total") or 0),
+            "faults": faults,
+            "errors_name_the_place": all(
+                s in log_text for s in ("drill_broken", "line", "roster.csv", "cells.geojson")
+            ),
+            "alive": proc.poll() is None,
+            "panics": len(svc.panicked()),
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return (
+            result["alive"]
+            and result["panics"] == 0
+            and result["consumed"] == events
+            and result["errors_name_the_place"]
+            and all(
+                f["seen_after_s"] is not None
+                and f["repair_applied_after_s"] is not None
+                and f["kept_processing"]
+                and f["last_reload_successful"] == (1 if "valid" in f["fault"] else 0)
+                for f in faults
+            )
+        )
+    finally:
+        svc.stop_all()
+        broker.stop()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("drills", nargs="*", help="crash, outage, garbage (default: all)")
+    p.add_argument("drills", nargs="*", help="crash, outage, garbage, config (default: all)")
     p.add_argument("--outage", type=int, help="seconds the broker stays frozen (outage drill)")
     p.add_argument("--short", action="store_true", help="the CI sizes: 3 kills over 20 s at 2,000/s; 100,000 garbage records")
     p.add_argument("--kills", type=int)
@@ -633,7 +762,7 @@ def main():
     for k, v in sizes.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    all_drills = {"crash": crash, "outage": outage, "garbage": garbage}
+    all_drills = {"crash": crash, "outage": outage, "garbage": garbage, "config": config_faults}
     drills = args.drills or list(all_drills)
     unknown = set(drills) - set(all_drills)
     if unknown:
