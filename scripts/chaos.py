@@ -672,7 +672,8 @@ def config_faults(args):
     try:
         proc = svc.start(port)
         wait_topic(broker.bootstrap, input_topic)
-        events = int(args.rate * 120)
+        # Four faults take about 30 s; the traffic outlasts them.
+        events = int(args.rate * (60 if args.short else 120))
         gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
         time.sleep(5)
         faults = []
