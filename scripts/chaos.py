@@ -14,6 +14,10 @@ config:  the rule file, the roster and the grid map broken in turn while running
          roster entry removed, which is valid): each fault is refused within the watch
          interval with an error naming the file, line or id, processing goes on on the last
          good set, and each repair is applied.
+flood:   the service's maximum measured on a backlog of --backlog events, then twice that
+         rate offered for --flood seconds: lag grows and must drain, RSS stays under
+         --rss-bound, tasks created after their deadline are counted, and the topics must
+         match a reference run's.
 garbage: --garbage records that are not valid events (random bytes, truncated and deeply
          nested JSON, invalid UTF-8, huge strings and numbers, 1 MiB records, wrong types,
          empty records, duplicate keys) mixed into --valid valid events: no crash, every bad
@@ -269,15 +273,15 @@ def dead_letter_positions(records):
 
 
 def generate(bootstrap, topic, events, rate, seed, logs):
-    out = open(os.path.join(logs, "generate.log"), "w")
-    return subprocess.Popen(
-        [
-            binary(), "generate", "--brokers", bootstrap, "--topic", topic,
-            "--events", str(events), "--rate", str(rate), "--seed", str(seed),
-            "--bad-share", "0.002",
-        ],
-        cwd=ROOT, stdout=out, stderr=out,
-    )
+    """`dissuade generate`: `events` at `rate` a second (0: as fast as it can)."""
+    out = open(os.path.join(logs, "generate.log"), "a")
+    command = [
+        binary(), "generate", "--brokers", bootstrap, "--topic", topic,
+        "--events", str(events), "--seed", str(seed), "--bad-share", "0.002",
+    ]
+    if rate:
+        command += ["--rate", str(rate)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)
 
 
 def crash(args):
@@ -741,9 +745,118 @@ def config_faults(args):
         broker.stop()
 
 
+def lag_of(text):
+    return sum(
+        float(l.rsplit(" ", 1)[1])
+        for l in text.splitlines()
+        if l.startswith("dissuade_consumer_lag_records{")
+    )
+
+
+def flood(args):
+    """Twice the service's measured maximum rate for --flood seconds: lag grows, then drains;
+    RSS is sampled; nothing is lost against a reference run; tasks delivered after their
+    deadline are counted."""
+    started = time.time()
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-flood-")
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    svc = Service(broker.bootstrap, "flood", logs, input_topic, args.partitions)
+    reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # The maximum: a backlog written before the service starts, then read as fast as it can.
+        proc = svc.start(port)
+        wait_topic(broker.bootstrap, input_topic)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        backlog = args.backlog
+        pre = generate(broker.bootstrap, input_topic, backlog, 0, args.seed, logs)
+        if pre.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        proc = svc.start(port)
+        t0, c0 = None, 0
+        while True:
+            c = metric_value(get(base + "/metrics")[1] or "", "dissuade_events_consumed_total") or 0
+            if t0 is None and c > 0:
+                t0, c0 = time.time(), c
+            if c >= backlog:
+                break
+            if proc.poll() is not None:
+                sys.exit("chaos: the service stopped while reading the backlog")
+            time.sleep(0.2)
+        measured_max = (backlog - c0) / max(time.time() - t0, 0.001)
+        # The flood.
+        offered = int(2 * measured_max)
+        events = int(offered * args.flood)
+        gen = generate(broker.bootstrap, input_topic, events, offered, args.seed + 1, logs)
+        gen_started = time.time()
+        samples = []
+        while True:
+            text = get(base + "/metrics")[1] or ""
+            samples.append((round(time.time() - gen_started, 1), lag_of(text), rss_mib(proc.pid)))
+            if gen.poll() is not None and time.time() - gen_started > 1:
+                break
+            time.sleep(1)
+        gen_seconds = time.time() - gen_started
+        if gen.returncode != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        drained_at = None
+        while drained_at is None and time.time() - gen_started < 1800:
+            text = get(base + "/metrics")[1] or ""
+            consumed = metric_value(text, "dissuade_events_consumed_total") or 0
+            samples.append((round(time.time() - gen_started, 1), lag_of(text), rss_mib(proc.pid)))
+            if consumed >= backlog + events:
+                drained_at = time.time() - gen_started
+            elif proc.poll() is not None:
+                sys.exit("chaos: the service stopped during the flood")
+            else:
+                time.sleep(1)
+        wait_committed(broker.bootstrap, svc.group, input_topic, args.partitions, 600,
+                       alive=lambda: proc.poll() is None)
+        alive = proc.poll() is None
+        svc.stop_all()
+        run_reference(broker.bootstrap, reference, input_topic, args.partitions)
+        tasks = read_all(broker.bootstrap, svc.topics["tasks"], args.partitions)
+        late = 0
+        for value, _ in tasks:
+            t = json.loads(value)
+            if t.get("kind") in ("new", "upgrade"):
+                deadline = t["deadline"]
+                created = t["created_at"]
+                late += created > deadline
+        result = {
+            "drill": "flood",
+            "backlog": backlog,
+            "measured_max_events_per_s": round(measured_max),
+            "offered_events_per_s": offered,
+            "achieved_events_per_s": round(events / gen_seconds),
+            "flood_events": events,
+            "peak_lag": max(s[1] for s in samples),
+            "drained_after_s": round(drained_at, 1) if drained_at else None,
+            "rss_mib_max": round(max((s[2] or 0) for s in samples), 1),
+            "rss_mib_end": round(samples[-1][2] or 0, 1),
+            "tasks_created_after_their_deadline": late,
+            "alive": alive,
+            **compare(broker.bootstrap, svc, reference, args.partitions),
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return nothing_lost(result) and alive and drained_at is not None and result["rss_mib_max"] < args.rss_bound
+    finally:
+        svc.stop_all()
+        reference.stop_all()
+        broker.stop()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("drills", nargs="*", help="crash, outage, garbage, config (default: all)")
+    p.add_argument("drills", nargs="*", help="crash, outage, garbage, config, flood (default: all)")
+    p.add_argument("--backlog", type=int, help="events read back to measure the maximum rate (flood drill)")
+    p.add_argument("--flood", type=int, help="seconds of traffic at twice the maximum (flood drill)")
+    p.add_argument("--rss-bound", type=float, default=2048, help="MiB the service must stay under in the flood (2048)")
     p.add_argument("--outage", type=int, help="seconds the broker stays frozen (outage drill)")
     p.add_argument("--short", action="store_true", help="the CI sizes: 3 kills over 20 s at 2,000/s; 100,000 garbage records")
     p.add_argument("--kills", type=int)
@@ -756,14 +869,23 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
     sizes = (
-        dict(kills=3, rate=2000, duration=20, garbage=100_000, valid=50_000, outage=30)
+        dict(kills=3, rate=2000, duration=20, garbage=100_000, valid=50_000, outage=30, backlog=30_000, flood=10)
         if args.short
-        else dict(kills=20, rate=10_000, duration=120, garbage=1_000_000, valid=200_000, outage=30)
+        else dict(
+            kills=20, rate=10_000, duration=120, garbage=1_000_000, valid=200_000, outage=30,
+            backlog=1_000_000, flood=60,
+        )
     )
     for k, v in sizes.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    all_drills = {"crash": crash, "outage": outage, "garbage": garbage, "config": config_faults}
+    all_drills = {
+        "crash": crash,
+        "outage": outage,
+        "garbage": garbage,
+        "config": config_faults,
+        "flood": flood,
+    }
     drills = args.drills or list(all_drills)
     unknown = set(drills) - set(all_drills)
     if unknown:
