@@ -58,17 +58,32 @@ impl EmbeddedBroker {
     /// Starts the broker on `127.0.0.1:port` (0 picks a free port) and waits until it
     /// accepts connections.
     pub async fn start(port: u16, retention: Retention) -> Result<EmbeddedBroker, KafkaSetupError> {
-        let port = if port == 0 { free_port()? } else { port };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         // The broker binds inside its own task, and the readiness check below only connects:
         // with the port taken, this process would silently use someone else's broker (and
-        // join its consumer groups). Binding first turns that into a clear error.
-        drop(std::net::TcpListener::bind(addr).map_err(|e| {
-            KafkaSetupError::Embedded(format!(
-                "cannot listen on {addr}: {e} (another broker or demo running? \
-                 set kafka.embedded_port, or 0 for a free port)"
-            ))
-        })?);
+        // join its consumer groups). Binding first turns that into a clear error. A free port
+        // picked for port 0 can be taken by another process before that bind (seen in
+        // parallel tests): then another is picked.
+        let mut attempts = if port == 0 { 10 } else { 1 };
+        let addr = loop {
+            let addr = SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                if port == 0 { free_port()? } else { port },
+            ));
+            attempts -= 1;
+            match std::net::TcpListener::bind(addr) {
+                Ok(listener) => {
+                    drop(listener);
+                    break addr;
+                }
+                Err(e) if attempts == 0 || e.kind() != std::io::ErrorKind::AddrInUse => {
+                    return Err(KafkaSetupError::Embedded(format!(
+                        "cannot listen on {addr}: {e} (another broker or demo running? \
+                         set kafka.embedded_port, or 0 for a free port)"
+                    )))
+                }
+                Err(_) => continue,
+            }
+        };
         let url = Url::parse(&format!("tcp://{addr}"))
             .map_err(|e| KafkaSetupError::Embedded(e.to_string()))?;
         let storage = retention.storage_url();
