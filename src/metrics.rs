@@ -1096,26 +1096,23 @@ impl Collector for HdrSummary {
 mod tests {
     use super::*;
 
-    fn metrics() -> Metrics {
-        let rules = RuleSet::from_toml_str(
-            r#"
-            [levels]
-            low = 20
-            medium = 40
-            high = 60
-            critical = 90
-
+    const VOIP_RULE: &str = r#"
             [[rule]]
             id = "voip_caller"
             description = "d"
             reason = "r"
             score = 20
             when = "caller_flags has voip"
-            "#,
-            "test",
-        )
-        .unwrap();
-        Metrics::new(&rules, 7)
+            "#;
+
+    /// The levels, then `rules`.
+    fn rule_set(rules: &str) -> RuleSet {
+        let levels = "[levels]\nlow = 20\nmedium = 40\nhigh = 60\ncritical = 90\n";
+        RuleSet::from_toml_str(&format!("{levels}{rules}"), "test").unwrap()
+    }
+
+    fn metrics() -> Metrics {
+        Metrics::new(&rule_set(VOIP_RULE), 7)
     }
 
     /// Rule indexes mean the rules of the set that scored the event: one scored just before
@@ -1123,31 +1120,16 @@ mod tests {
     #[test]
     fn rule_hits_follow_the_set_that_scored_the_event_across_a_reload() {
         let m = metrics();
-        let reloaded = RuleSet::from_toml_str(
+        let reloaded = rule_set(&format!(
             r#"
-            [levels]
-            low = 20
-            medium = 40
-            high = 60
-            critical = 90
-
             [[rule]]
             id = "added_first"
             description = "d"
             reason = "r"
             score = 20
             when = "callee_age >= 70"
-
-            [[rule]]
-            id = "voip_caller"
-            description = "d"
-            reason = "r"
-            score = 20
-            when = "caller_flags has voip"
-            "#,
-            "test",
-        )
-        .unwrap();
+            {VOIP_RULE}"#
+        ));
         m.rules_changed(1, &reloaded, 7);
         let scored = |generation: u64| {
             Outcome::Scored(crate::pipeline::Scored {

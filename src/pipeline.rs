@@ -169,6 +169,13 @@ pub struct Candidate {
     pub rebuild_windows: bool,
 }
 
+impl Candidate {
+    /// How far back its windows look (see [`Windows::span`]).
+    pub fn windows_span(&self) -> Duration {
+        self.live.windows.span()
+    }
+}
+
 /// Why a replacement was refused; the live set stays.
 #[derive(Debug, Error)]
 pub enum RefusedChange {
@@ -501,11 +508,6 @@ impl Pipeline {
     /// anything of it. False when it is not a valid event (it was dead-lettered then).
     pub fn replay_into_windows(&self, payload: &[u8], partition: i32, now_ms: i64) -> bool {
         self.replay_into(&self.live.load(), payload, partition, now_ms)
-    }
-
-    /// How far back a candidate's windows look (see [`Windows::span`]).
-    pub fn candidate_span(candidate: &Candidate) -> Duration {
-        candidate.live.windows.span()
     }
 
     /// [`Pipeline::replay_into_windows`] into the windows of a candidate set.

@@ -722,7 +722,7 @@ fn install_with_windows(
         &shared.restore_config,
         &shared.input_topic,
         &partitions,
-        Pipeline::candidate_span(&candidate),
+        candidate.windows_span(),
         shared.restore_timeout,
         |m| {
             pipeline.replay_into_candidate(
