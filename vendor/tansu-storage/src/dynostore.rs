@@ -13,9 +13,10 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): backports of upstream
-// fixes to the fetch path, size/age retention of record batches, and
-// ListOffsets(latest) answered with the high watermark; see vendor/README.md
-// for provenance and the diff.
+// fixes to the fetch path, size/age retention of record batches,
+// ListOffsets(latest) answered with the high watermark, and transactions ended
+// as Kafka ends them (markers, aborted ranges for read_committed, offsets-only
+// transactions, fencing); see vendor/README.md for provenance and the diff.
 
 //! Dynamic Object Storage engine (S3, memory, ...)
 
@@ -61,6 +62,7 @@ use tansu_sans_io::{
     describe_topic_partitions_response::{
         DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
     },
+    fetch_response::AbortedTransaction,
     incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
     incremental_alter_configs_response::AlterConfigsResourceResponse,
     list_groups_response::ListedGroup,
@@ -72,7 +74,7 @@ use tansu_schema::{
     Registry,
     lake::{House, LakeHouse as _},
 };
-use tracing::{debug, error, instrument, warn};
+use tracing::{debug, error, instrument};
 use url::Url;
 use uuid::Uuid;
 
@@ -99,6 +101,8 @@ pub struct DynoStore {
     meta: OptiCon<Meta>,
     batch_index: Arc<Mutex<BTreeMap<Topition, BatchIndex>>>,
     retention: Retention,
+    /// dissuade: when transactions were last checked for their timeout
+    txn_sweep: Arc<Mutex<Option<SystemTime>>>,
 
     object_store: Arc<DynObjectStore>,
 }
@@ -184,6 +188,9 @@ impl BatchIndex {
     }
 }
 
+/// dissuade: how often at most transactions are checked for their timeout.
+const TXN_SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Upper bound on the batches one storage fetch reads; the fetch service
 /// calls again from the end of the last batch while bytes remain.
 const MAX_BATCHES_PER_FETCH: usize = 1_024;
@@ -201,6 +208,21 @@ struct Meta {
     producers: BTreeMap<ProducerId, ProducerDetail>,
     topics: BTreeMap<Topic, TopicMetadata>,
     transactions: BTreeMap<String, Txn>,
+    /// dissuade: the aborted transactions of each partition, which a
+    /// read_committed fetch reports so that the client drops their records.
+    #[serde(default)]
+    aborted: BTreeMap<Topic, BTreeMap<Partition, Vec<AbortedRange>>>,
+}
+
+/// dissuade: an aborted transaction's records in one partition, from its first
+/// record to its abort marker.
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize,
+)]
+struct AbortedRange {
+    producer_id: ProducerId,
+    first_offset: Offset,
+    last_offset: Offset,
 }
 
 impl OptiCon<Meta> {
@@ -210,91 +232,6 @@ impl OptiCon<Meta> {
 }
 
 impl Meta {
-    fn produced(
-        &self,
-        transaction_id: &str,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-    ) -> Result<BTreeMap<Topition, TxnProduceOffset>> {
-        let Some(txn) = self.transactions.get(transaction_id) else {
-            return Err(Error::Api(ErrorCode::TransactionalIdNotFound));
-        };
-
-        if txn.producer != producer_id {
-            return Err(Error::Api(ErrorCode::UnknownProducerId));
-        }
-
-        let Some(txn_detail) = txn.epochs.get(&producer_epoch) else {
-            return Err(Error::Api(ErrorCode::ProducerFenced));
-        };
-
-        let mut produced = BTreeMap::new();
-
-        for (topic, partitions) in txn_detail.produces.iter() {
-            for (partition, offset_range) in partitions.iter() {
-                let Some(offset_range) = offset_range else {
-                    continue;
-                };
-
-                let tp = Topition::new(topic.to_owned(), *partition);
-                assert_eq!(None, produced.insert(tp, *offset_range));
-            }
-        }
-
-        Ok(produced)
-    }
-
-    fn overlapping_transactions(
-        &self,
-        transaction_id: &str,
-        producer_id: ProducerId,
-        producer_epoch: ProducerEpoch,
-    ) -> Result<Vec<TxnId>> {
-        let candidates = self.produced(transaction_id, producer_id, producer_epoch)?;
-
-        let mut overlapping = Vec::new();
-
-        'candidates: for (candidate_id, txn) in self.transactions.iter() {
-            for (epoch, txn_detail) in txn.epochs.iter() {
-                if transaction_id == candidate_id
-                    && producer_id == txn.producer
-                    && producer_epoch == *epoch
-                {
-                    continue;
-                }
-
-                let Some(state) = txn_detail.state else {
-                    continue;
-                };
-
-                for (topic, partitions) in txn_detail.produces.iter() {
-                    for (partition, offset_range) in partitions.iter() {
-                        let Some(offset_range) = offset_range else {
-                            continue;
-                        };
-
-                        let tp = Topition::new(topic.to_owned(), *partition);
-
-                        if let Some(candidate) = candidates.get(&tp)
-                            && offset_range.offset_start < candidate.offset_end
-                        {
-                            overlapping.push(TxnId {
-                                transaction: candidate_id.to_owned(),
-                                producer_id: txn.producer,
-                                producer_epoch: *epoch,
-                                state,
-                            });
-
-                            continue 'candidates;
-                        }
-                    }
-                }
-            }
-        }
-
-        Ok(overlapping)
-    }
-
     fn alter_topic(&mut self, topic: &str, changes: &[AlterableConfig]) -> Result<()> {
         if let Some(metadata) = self.topics.get_mut(topic) {
             let mut configuration = metadata
@@ -345,14 +282,6 @@ impl Meta {
 #[derive(Clone, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
 struct ProducerDetail {
     sequences: BTreeMap<ProducerEpoch, BTreeMap<String, BTreeMap<i32, Sequence>>>,
-}
-
-#[derive(Clone, Debug, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
-struct TxnId {
-    transaction: String,
-    producer_id: ProducerId,
-    producer_epoch: ProducerEpoch,
-    state: TxnState,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Eq, Hash, Ord, PartialEq, PartialOrd, Serialize)]
@@ -449,6 +378,7 @@ impl DynoStore {
             meta: OptiCon::<Meta>::new(cluster),
             batch_index: Arc::new(Mutex::new(BTreeMap::new())),
             retention: Retention::default(),
+            txn_sweep: Arc::new(Mutex::new(None)),
             object_store: Arc::new(Cache::new(
                 Metron::new(object_store, cluster),
                 Duration::from_millis(5_000),
@@ -568,6 +498,95 @@ impl DynoStore {
 
             Err(otherwise) => Err(otherwise.into()),
         }
+    }
+
+    /// dissuade: aborts the transactions ongoing for longer than their
+    /// transaction.timeout.ms, as Kafka's transaction coordinator does, and
+    /// bumps their epoch so that their producer, should it come back, is
+    /// fenced. Without this a producer that died mid-transaction held every
+    /// read_committed consumer of its partitions at the last stable offset
+    /// until its transactional id was initialized again. Checks at most every
+    /// [`TXN_SWEEP_INTERVAL`].
+    async fn abort_timed_out_transactions(&self, now: SystemTime) -> Result<()> {
+        {
+            let mut last = self.txn_sweep.lock()?;
+
+            if last.is_some_and(|last| {
+                now.duration_since(last)
+                    .is_ok_and(|since| since < TXN_SWEEP_INTERVAL)
+            }) {
+                return Ok(());
+            }
+
+            _ = last.replace(now);
+        }
+
+        let expired = self
+            .meta
+            .with(&self.object_store, |meta| {
+                Ok(meta
+                    .transactions
+                    .iter()
+                    .filter_map(|(transaction_id, txn)| {
+                        let (epoch, detail) = txn.epochs.last_key_value()?;
+                        let timeout = Duration::from_millis(
+                            u64::try_from(detail.transaction_timeout_ms).ok()?,
+                        );
+
+                        (detail.state == Some(TxnState::Begin)
+                            && detail.started_at.is_some_and(|started_at| {
+                                now.duration_since(started_at)
+                                    .is_ok_and(|age| age > timeout)
+                            }))
+                        .then(|| (transaction_id.to_owned(), txn.producer, *epoch))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+
+        for (transaction_id, producer_id, producer_epoch) in expired {
+            let error_code = self
+                .txn_end(&transaction_id, producer_id, producer_epoch, false)
+                .await?;
+
+            debug!(transaction_id, producer_id, producer_epoch, ?error_code);
+
+            let Some(bumped) = producer_epoch.checked_add(1) else {
+                continue;
+            };
+
+            if error_code != ErrorCode::None {
+                continue;
+            }
+
+            self.meta
+                .with_mut(&self.object_store, |meta| {
+                    if let Some(txn) = meta.transactions.get_mut(&transaction_id)
+                        && txn.producer == producer_id
+                        && let Some((epoch, detail)) = txn.epochs.last_key_value()
+                        && *epoch == producer_epoch
+                    {
+                        let transaction_timeout_ms = detail.transaction_timeout_ms;
+
+                        _ = txn.epochs.insert(
+                            bumped,
+                            TxnDetail {
+                                transaction_timeout_ms,
+                                ..Default::default()
+                            },
+                        );
+
+                        if let Some(pd) = meta.producers.get_mut(&producer_id) {
+                            _ = pd.sequences.insert(bumped, BTreeMap::new());
+                        }
+                    }
+
+                    Ok(())
+                })
+                .await?;
+        }
+
+        Ok(())
     }
 
     fn txn_offset_commit_response_error(
@@ -719,6 +738,7 @@ impl Storage for DynoStore {
             self.meta
                 .with_mut(&self.object_store, |meta| {
                     _ = meta.topics.remove(metadata.topic.name.as_str());
+                    _ = meta.aborted.remove(metadata.topic.name.as_str());
                     Ok(())
                 })
                 .await?;
@@ -1257,6 +1277,13 @@ impl Storage for DynoStore {
     }
 
     async fn offset_stage(&self, topition: &Topition) -> Result<OffsetStage> {
+        // dissuade: a transaction past its timeout no longer holds the last
+        // stable offset
+        _ = self
+            .abort_timed_out_transactions(SystemTime::now())
+            .await
+            .inspect_err(|error| error!(?error));
+
         let stable = self
             .meta
             .with(&self.object_store, |meta| {
@@ -2145,6 +2172,7 @@ impl Storage for DynoStore {
             NeedToRollback {
                 producer_id: i64,
                 producer_epoch: i16,
+                committed: bool,
             },
         }
 
@@ -2154,7 +2182,16 @@ impl Storage for DynoStore {
                 .with_mut(&self.object_store, |meta| {
                     debug!(?meta);
                     match (producer_id, producer_epoch) {
-                        (Some(-1), Some(-1)) => {
+                        // dissuade: also a producer bumping its own, current
+                        // epoch (KIP-360), and versions 0-2 that carry neither
+                        (producer, epoch)
+                            if matches!((producer, epoch), (None | Some(-1), None | Some(-1)))
+                                || meta.transactions.get(transaction_id).is_some_and(|txn| {
+                                    Some(txn.producer) == producer
+                                        && txn.epochs.last_key_value().map(|(epoch, _)| *epoch)
+                                            == epoch
+                                }) =>
+                        {
                             match meta.transactions.entry(transaction_id.to_string()) {
                                 Entry::Vacant(vacant) => {
                                     let id = meta
@@ -2194,10 +2231,18 @@ impl Storage for DynoStore {
                                     if let Some((current_epoch, txn_detail)) =
                                         occupied.get().epochs.last_key_value()
                                     {
-                                        if txn_detail.state == Some(TxnState::Begin) {
+                                        // dissuade: an ongoing transaction is
+                                        // aborted, one being ended is finished
+                                        if let Some(
+                                            state @ (TxnState::Begin
+                                            | TxnState::PrepareCommit
+                                            | TxnState::PrepareAbort),
+                                        ) = txn_detail.state
+                                        {
                                             Ok(InitProducer::NeedToRollback {
                                                 producer_id: occupied.get().producer,
                                                 producer_epoch: *current_epoch,
+                                                committed: state == TxnState::PrepareCommit,
                                             })
                                         } else {
                                             let id = occupied.get().producer;
@@ -2234,12 +2279,14 @@ impl Storage for DynoStore {
                             }
                         }
 
+                        // dissuade: not the current producer id and epoch
+                        // of this transactional id
                         (producer, epoch) => {
-                            error!(?producer, ?epoch);
+                            debug!(?producer, ?epoch);
                             Ok(InitProducer::Completed(ProducerIdResponse {
                                 id: -1,
                                 epoch: -1,
-                                error: ErrorCode::UnknownServerError,
+                                error: ErrorCode::ProducerFenced,
                             }))
                         }
                     }
@@ -2250,13 +2297,14 @@ impl Storage for DynoStore {
                 InitProducer::NeedToRollback {
                     producer_id: rollback_producer_id,
                     producer_epoch: rollback_producer_epoch,
+                    committed,
                 } => {
                     let error_code = self
                         .txn_end(
                             transaction_id,
                             rollback_producer_id,
                             rollback_producer_epoch,
-                            false,
+                            committed,
                         )
                         .await?;
 
@@ -2320,12 +2368,41 @@ impl Storage for DynoStore {
 
     async fn txn_add_offsets(
         &self,
-        _transaction_id: &str,
-        _producer_id: i64,
-        _producer_epoch: i16,
+        transaction_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
         _group_id: &str,
     ) -> Result<ErrorCode> {
-        Ok(ErrorCode::None)
+        // dissuade: as in Kafka, adding offsets makes the transaction ongoing,
+        // so that a transaction that only commits offsets ends like any other
+        self.meta
+            .with_mut(&self.object_store, |meta| {
+                let Some(transaction) = meta.transactions.get_mut(transaction_id) else {
+                    return Ok(ErrorCode::TransactionalIdNotFound);
+                };
+
+                if transaction.producer != producer_id {
+                    return Ok(ErrorCode::InvalidProducerIdMapping);
+                }
+
+                let Some(mut current_epoch) = transaction.epochs.last_entry() else {
+                    return Ok(ErrorCode::ProducerFenced);
+                };
+
+                if &producer_epoch != current_epoch.key() {
+                    return Ok(ErrorCode::ProducerFenced);
+                }
+
+                let txn_detail = current_epoch.get_mut();
+
+                if txn_detail.state != Some(TxnState::Begin) {
+                    txn_detail.started_at = Some(SystemTime::now());
+                    txn_detail.state = Some(TxnState::Begin);
+                }
+
+                Ok(ErrorCode::None)
+            })
+            .await
     }
 
     async fn txn_add_partitions(
@@ -2470,8 +2547,11 @@ impl Storage for DynoStore {
                             )
                         }
 
-                        txn_detail.started_at = Some(SystemTime::now());
-                        txn_detail.state = Some(TxnState::Begin);
+                        // dissuade: a transaction starts at its first add, not its last
+                        if txn_detail.state != Some(TxnState::Begin) {
+                            txn_detail.started_at = Some(SystemTime::now());
+                            txn_detail.state = Some(TxnState::Begin);
+                        }
 
                         Ok(TxnAddPartitionsResponse::VersionZeroToThree(results))
                     })
@@ -2569,59 +2649,98 @@ impl Storage for DynoStore {
         producer_epoch: i16,
         committed: bool,
     ) -> Result<ErrorCode> {
-        let produced = self
+        // dissuade: each transaction ends on its own, as in Kafka: its marker
+        // goes to every partition it wrote to, then it is complete (moving the
+        // last stable offset past it), its pending offsets are committed or
+        // dropped, and an abort is remembered per partition for read_committed
+        // fetches. Upstream held a transaction prepared until every other
+        // transaction overlapping it had ended too, and left an offsets-only
+        // transaction's offsets uncommitted.
+        #[derive(Debug)]
+        enum Ending {
+            Markers(Vec<(Topition, Offset)>),
+            Done(ErrorCode),
+        }
+
+        let ending = self
             .meta
             .with_mut(&self.object_store, |meta| {
                 debug!(transactions = ?meta.transactions);
 
                 let Some(transaction) = meta.transactions.get_mut(transaction_id) else {
-                    return Err(Error::Api(ErrorCode::TransactionalIdNotFound));
+                    return Ok(Ending::Done(ErrorCode::TransactionalIdNotFound));
                 };
 
                 if transaction.producer != producer_id {
-                    return Err(Error::Api(ErrorCode::UnknownProducerId));
+                    return Ok(Ending::Done(ErrorCode::InvalidProducerIdMapping));
                 }
 
                 let Some(mut current_epoch) = transaction.epochs.last_entry() else {
-                    return Err(Error::Api(ErrorCode::ProducerFenced));
+                    return Ok(Ending::Done(ErrorCode::ProducerFenced));
                 };
 
                 if &producer_epoch != current_epoch.key() {
-                    return Err(Error::Api(ErrorCode::ProducerFenced));
+                    return Ok(Ending::Done(ErrorCode::ProducerFenced));
                 }
 
                 let txn_detail = current_epoch.get_mut();
 
+                let prepared = if committed {
+                    TxnState::PrepareCommit
+                } else {
+                    TxnState::PrepareAbort
+                };
+
+                match txn_detail.state {
+                    Some(TxnState::Begin) => {
+                        _ = txn_detail.state.replace(prepared);
+                    }
+
+                    // an end cut short: finish it
+                    Some(state) if state == prepared => {}
+
+                    // a retried end of a transaction already ended this way
+                    Some(TxnState::Committed) if committed => {
+                        return Ok(Ending::Done(ErrorCode::None));
+                    }
+
+                    Some(TxnState::Aborted) if !committed => {
+                        return Ok(Ending::Done(ErrorCode::None));
+                    }
+
+                    _ => return Ok(Ending::Done(ErrorCode::InvalidTxnState)),
+                }
+
                 let mut produced = vec![];
 
-                if txn_detail.state == Some(TxnState::Begin) {
-                    assert_eq!(
-                        Some(TxnState::Begin),
-                        txn_detail.state.replace(if committed {
-                            TxnState::PrepareCommit
-                        } else {
-                            TxnState::PrepareAbort
-                        })
-                    );
+                for (topic, partitions) in &txn_detail.produces {
+                    for (partition, offset_range) in partitions {
+                        debug!(?topic, partition, ?offset_range);
 
-                    for (topic, partitions) in &txn_detail.produces {
-                        for (partition, offset_range) in partitions {
-                            debug!(?topic, partition, ?offset_range);
-
-                            if offset_range.is_some() {
-                                produced.push(Topition::new(topic.to_owned(), *partition));
-                            }
+                        if let Some(offset_range) = offset_range {
+                            produced.push((
+                                Topition::new(topic.to_owned(), *partition),
+                                offset_range.offset_start,
+                            ));
                         }
                     }
                 }
 
-                Ok(produced)
+                Ok(Ending::Markers(produced))
             })
             .await
-            .inspect(|produced| debug!(?produced))
             .inspect_err(|err| error!(?err))?;
 
-        for topition in produced {
+        let produced = match ending {
+            Ending::Markers(produced) => produced,
+            Ending::Done(error_code) => return Ok(error_code),
+        };
+
+        debug!(?produced);
+
+        let mut markers = vec![];
+
+        for (topition, first_offset) in produced {
             debug!(?topition);
 
             let control_batch: Bytes = if committed {
@@ -2651,7 +2770,7 @@ impl Storage for DynoStore {
                 .and_then(TryInto::try_into)
                 .inspect(|deflated| debug!(?deflated))?;
 
-            _ = self
+            let marker = self
                 .produce(Some(transaction_id), &topition, batch)
                 .await
                 .inspect(|offset| {
@@ -2674,102 +2793,72 @@ impl Storage for DynoStore {
                         committed,
                     )
                 })?;
+
+            markers.push((topition, first_offset, marker));
         }
+
+        // aborted ranges wholly below the oldest batch retention kept are of
+        // no use to any fetch
+        let oldest_kept = {
+            let batch_index = self.batch_index.lock()?;
+
+            markers
+                .iter()
+                .filter_map(|(topition, _, _)| {
+                    batch_index
+                        .get(topition)
+                        .and_then(|index| index.bases.first())
+                        .map(|oldest| (topition.to_owned(), *oldest))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
 
         let offsets_to_commit = self
             .meta
             .with_mut(&self.object_store, |meta| {
-                debug!(transactions = ?meta.transactions);
-
-                let Some(transaction) = meta.transactions.get_mut(transaction_id) else {
-                    return Err(Error::Api(ErrorCode::TransactionalIdNotFound));
+                let Some(txn_detail) = meta
+                    .transactions
+                    .get_mut(transaction_id)
+                    .filter(|transaction| transaction.producer == producer_id)
+                    .and_then(|transaction| transaction.epochs.get_mut(&producer_epoch))
+                else {
+                    return Err(Error::Api(ErrorCode::InvalidTxnState));
                 };
 
-                if transaction.producer != producer_id {
-                    return Err(Error::Api(ErrorCode::UnknownProducerId));
-                }
+                _ = txn_detail.state.replace(if committed {
+                    TxnState::Committed
+                } else {
+                    TxnState::Aborted
+                });
 
-                let Some(current_epoch) = transaction.epochs.last_entry() else {
-                    return Err(Error::Api(ErrorCode::ProducerFenced));
+                let offsets_to_commit = if committed {
+                    txn_detail.offsets.clone()
+                } else {
+                    BTreeMap::new()
                 };
 
-                if &producer_epoch != current_epoch.key() {
-                    return Err(Error::Api(ErrorCode::ProducerFenced));
-                }
+                txn_detail.produces.clear();
+                txn_detail.offsets.clear();
+                _ = txn_detail.started_at.take();
 
-                let mut overlaps =
-                    meta.overlapping_transactions(transaction_id, producer_id, producer_epoch)?;
-                debug!(?overlaps);
+                if !committed {
+                    for (topition, first_offset, last_offset) in &markers {
+                        let aborted = meta
+                            .aborted
+                            .entry(topition.topic.clone())
+                            .or_default()
+                            .entry(topition.partition)
+                            .or_default();
 
-                let mut offsets_to_commit: BTreeMap<
-                    Group,
-                    BTreeMap<Topic, BTreeMap<Partition, TxnCommitOffset>>,
-                > = BTreeMap::new();
-
-                if overlaps.iter().all(|txn_id| txn_id.state.is_prepared()) {
-                    let txn_ids = {
-                        overlaps.push(TxnId {
-                            transaction: transaction_id.into(),
-                            producer_id,
-                            producer_epoch,
-                            state: if committed {
-                                TxnState::PrepareCommit
-                            } else {
-                                TxnState::PrepareAbort
-                            },
-                        });
-
-                        overlaps
-                    };
-
-                    for txn_id in txn_ids {
-                        debug!(?txn_id);
-
-                        if let Some(txn) = meta.transactions.get_mut(txn_id.transaction.as_str())
-                            && let Some(txn_detail) = txn.epochs.get_mut(&txn_id.producer_epoch)
-                        {
-                            debug!(?txn_detail);
-
-                            match txn_detail.state {
-                                None | Some(TxnState::PrepareCommit) => {
-                                    _ = txn_detail.state.replace(TxnState::Committed);
-                                }
-
-                                Some(TxnState::PrepareAbort) => {
-                                    _ = txn_detail.state.replace(TxnState::Aborted);
-                                }
-
-                                otherwise => {
-                                    warn!(
-                                        transaction = txn_id.transaction,
-                                        producer = txn_id.producer_id,
-                                        epoch = txn_id.producer_epoch,
-                                        ?otherwise,
-                                    );
-
-                                    continue;
-                                }
-                            }
-
-                            if txn_id.state == TxnState::PrepareCommit {
-                                for (group, topics) in txn_detail.offsets.iter() {
-                                    for (topic, partitions) in topics.iter() {
-                                        for (partition, committed_offset) in partitions {
-                                            _ = offsets_to_commit
-                                                .entry(group.to_owned())
-                                                .or_default()
-                                                .entry(topic.to_owned())
-                                                .or_default()
-                                                .insert(*partition, committed_offset.to_owned());
-                                        }
-                                    }
-                                }
-                            }
-
-                            txn_detail.produces.clear();
-                            txn_detail.offsets.clear();
-                            _ = txn_detail.started_at.take();
+                        if let Some(oldest) = oldest_kept.get(topition) {
+                            aborted.retain(|range| range.last_offset >= *oldest);
                         }
+
+                        aborted.push(AbortedRange {
+                            producer_id,
+                            first_offset: *first_offset,
+                            last_offset: *last_offset,
+                        });
                     }
                 }
 
@@ -2804,7 +2893,40 @@ impl Storage for DynoStore {
         Ok(ErrorCode::None)
     }
 
-    async fn maintain(&self, _now: SystemTime) -> Result<()> {
+    async fn aborted_transactions(
+        &self,
+        topition: &Topition,
+        offset: i64,
+        last_stable_offset: i64,
+    ) -> Result<Vec<AbortedTransaction>> {
+        self.meta
+            .with(&self.object_store, |meta| {
+                Ok(meta
+                    .aborted
+                    .get(&topition.topic)
+                    .and_then(|partitions| partitions.get(&topition.partition))
+                    .map(|ranges| {
+                        ranges
+                            .iter()
+                            .filter(|range| {
+                                range.last_offset >= offset
+                                    && range.first_offset < last_stable_offset
+                            })
+                            .map(|range| {
+                                AbortedTransaction::default()
+                                    .producer_id(range.producer_id)
+                                    .first_offset(range.first_offset)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            })
+            .await
+    }
+
+    async fn maintain(&self, now: SystemTime) -> Result<()> {
+        self.abort_timed_out_transactions(now).await?;
+
         if let Some(ref lake) = self.lake {
             return lake
                 .maintain()

@@ -13,7 +13,8 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): retention for the
-// memory store; see vendor/README.md for provenance and the diff.
+// memory store, the EndTxn service exported, and aborted transactions for
+// read_committed fetches; see vendor/README.md for provenance and the diff.
 //
 //! Tansu Storage Abstraction
 //!
@@ -178,6 +179,7 @@ use tansu_sans_io::{
     describe_topic_partitions_request::{Cursor, TopicRequest},
     describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic,
     fetch_request::FetchTopic,
+    fetch_response::AbortedTransaction,
     incremental_alter_configs_request::AlterConfigsResource,
     incremental_alter_configs_response::AlterConfigsResourceResponse,
     join_group_response::JoinGroupResponseMember,
@@ -242,7 +244,7 @@ pub use service::{
     ListGroupsService, ListOffsetsService, ListPartitionReassignmentsService, MetadataService,
     ProduceService, Request, RequestChannelService, RequestLayer, RequestReceiver, RequestSender,
     RequestService, RequestStorageService, Response, TxnAddOffsetsService, TxnAddPartitionService,
-    TxnOffsetCommitService, bounded_channel,
+    TxnEndService, TxnOffsetCommitService, bounded_channel,
 };
 
 #[cfg(feature = "slatedb")]
@@ -1517,6 +1519,19 @@ pub trait Storage: Clone + Debug + Send + Sync + 'static {
     /// Run periodic maintenance on this storage.
     async fn maintain(&self, _now: SystemTime) -> Result<()> {
         Ok(())
+    }
+
+    /// Aborted transactions overlapping `[offset, last_stable_offset)`, reporting which producer
+    /// ranges a `read_committed` Fetch client should discard. (dissuade: the signature of
+    /// upstream 0aff2e654d0f12ef386b7ca507350ab0dc4c3174; dynostore implements it, other
+    /// engines report none, as before.)
+    async fn aborted_transactions(
+        &self,
+        _topition: &Topition,
+        _offset: i64,
+        _last_stable_offset: i64,
+    ) -> Result<Vec<AbortedTransaction>> {
+        Ok(vec![])
     }
 
     async fn cluster_id(&self) -> Result<String>;
@@ -2928,6 +2943,26 @@ impl Storage for StorageContainer {
             debug!(?err);
             STORAGE_CONTAINER_ERRORS.add(1, &attributes);
         })
+    }
+
+    #[instrument(skip_all)]
+    async fn aborted_transactions(
+        &self,
+        topition: &Topition,
+        offset: i64,
+        last_stable_offset: i64,
+    ) -> Result<Vec<AbortedTransaction>> {
+        match self {
+            #[cfg(feature = "dynostore")]
+            Self::DynoStore(engine) => {
+                engine
+                    .aborted_transactions(topition, offset, last_stable_offset)
+                    .await
+            }
+
+            #[allow(unreachable_patterns)]
+            _ => Ok(vec![]),
+        }
     }
 
     #[instrument(skip_all)]

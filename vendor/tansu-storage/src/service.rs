@@ -11,6 +11,9 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-storage): the EndTxn service
+// (backport of upstream 76addff); see vendor/README.md for provenance and the diff.
 
 mod alter_user_scram_credentials;
 mod consumer_group_describe;
@@ -93,6 +96,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, instrument};
 pub use txn::add_offsets::AddOffsetsService as TxnAddOffsetsService;
 pub use txn::add_partitions::AddPartitionService as TxnAddPartitionService;
+pub use txn::end::EndService as TxnEndService;
 pub use txn::offset_commit::OffsetCommitService as TxnOffsetCommitService;
 use url::Url;
 use uuid::Uuid;

@@ -11,6 +11,10 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-broker): EndTxn routed to the
+// storage (backport of upstream 76addff); see vendor/README.md for provenance and
+// the diff.
 
 use rama::{
     Layer as _, Service as _,
@@ -21,9 +25,9 @@ use tansu_sans_io::{
     ApiKey as _, ConsumerGroupDescribeRequest, CreateAclsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeAclsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, FetchRequest,
-    FindCoordinatorRequest, GetTelemetrySubscriptionsRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, ListGroupsRequest, ListOffsetsRequest,
+    DescribeTopicPartitionsRequest, DescribeUserScramCredentialsRequest, EndTxnRequest,
+    FetchRequest, FindCoordinatorRequest, GetTelemetrySubscriptionsRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListGroupsRequest, ListOffsetsRequest,
     ListPartitionReassignmentsRequest, MetadataRequest, ProduceRequest, TxnOffsetCommitRequest,
 };
 use tansu_service::{FrameRequestLayer, FrameRouteBuilder};
@@ -35,7 +39,7 @@ use tansu_storage::{
     FindCoordinatorService, GetTelemetrySubscriptionsService, IncrementalAlterConfigsService,
     InitProducerIdService, ListGroupsService, ListOffsetsService,
     ListPartitionReassignmentsService, MetadataService, ProduceService, Storage,
-    TxnAddOffsetsService, TxnAddPartitionService, TxnOffsetCommitService,
+    TxnAddOffsetsService, TxnAddPartitionService, TxnEndService, TxnOffsetCommitService,
 };
 
 use crate::Error;
@@ -73,6 +77,7 @@ where
         list_partition_reassignments,
         metadata,
         produce,
+        end_txn,
         txn_offset_commit_request,
     ]
     .iter()
@@ -622,6 +627,27 @@ where
                 FrameRequestLayer::<TxnOffsetCommitRequest>::new(),
             )
                 .into_layer(TxnOffsetCommitService)
+                .boxed(),
+        )
+        .map_err(Into::into)
+}
+
+pub fn end_txn<S>(
+    builder: FrameRouteBuilder<(), Error>,
+    storage: S,
+) -> Result<FrameRouteBuilder<(), Error>, Error>
+where
+    S: Storage + Clone,
+{
+    builder
+        .with_route(
+            EndTxnRequest::KEY,
+            (
+                MapErrLayer::new(Error::from),
+                MapStateLayer::new(|_| storage),
+                FrameRequestLayer::<EndTxnRequest>::new(),
+            )
+                .into_layer(TxnEndService)
                 .boxed(),
         )
         .map_err(Into::into)

@@ -13,7 +13,8 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): backports of upstream
-// fixes to the fetch path; see vendor/README.md for provenance and the diff.
+// fixes to the fetch path, and aborted transactions reported to read_committed
+// fetches; see vendor/README.md for provenance and the diff.
 
 use std::time::{Duration, Instant};
 
@@ -203,6 +204,22 @@ impl FetchService {
             .await
             .inspect_err(|error| error!(?error, ?tp))?;
 
+        // dissuade: a read_committed client drops the records of the aborted
+        // transactions listed here; without them it would return them.
+        let aborted_transactions =
+            if isolation == IsolationLevel::ReadCommitted && !batches.is_empty() {
+                ctx.state()
+                    .aborted_transactions(
+                        &tp,
+                        fetch_partition.fetch_offset,
+                        offset_stage.last_stable(),
+                    )
+                    .await
+                    .inspect_err(|error| error!(?error, ?tp))?
+            } else {
+                vec![]
+            };
+
         Ok(PartitionData::default()
             .partition_index(partition_index)
             .error_code(ErrorCode::None.into())
@@ -212,7 +229,7 @@ impl FetchService {
             .diverging_epoch(None)
             .current_leader(None)
             .snapshot_id(None)
-            .aborted_transactions(Some([].into()))
+            .aborted_transactions(Some(aborted_transactions))
             .preferred_read_replica(Some(-1))
             .records(if batches.is_empty() {
                 None

@@ -11,7 +11,11 @@
 // WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 // See the License for the specific language governing permissions and
 // limitations under the License.
+//
+// Modified by the dissuade project (vendor/tansu-storage): the EndTxn service
+// (backport of upstream 76addff); see vendor/README.md for provenance and the diff.
 
 pub(crate) mod add_offsets;
 pub(crate) mod add_partitions;
+pub(crate) mod end;
 pub(crate) mod offset_commit;
