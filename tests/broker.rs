@@ -1,6 +1,7 @@
 //! The embedded broker behaves like Kafka where clients depend on it: a fetch that starts
-//! inside a record batch, and an ApiVersions answer that older librdkafka (Debian's kcat)
-//! can parse. See vendor/README.md for the patches these tests hold in place.
+//! inside a record batch, an ApiVersions answer that older librdkafka (Debian's kcat)
+//! can parse, and transactions (read_committed, offsets committed with a transaction,
+//! fencing). See vendor/README.md for the patches these tests hold in place.
 #![cfg(feature = "embedded-broker")]
 
 mod common;
@@ -13,7 +14,8 @@ use dissuade::kafka::embedded::{EmbeddedBroker, Retention};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// Sends `n` records fast enough, with a long linger, that librdkafka packs them into one
@@ -276,4 +278,365 @@ async fn retention_bounds_a_partition_by_size_but_not_a_compacted_one() {
         "what stays is the tail"
     );
     assert_eq!(read_from(&bootstrap, &compacted, 0).len(), 1000);
+}
+
+// Transactions (KIP-98 / KIP-447) on the embedded broker: see
+// docs/embedded-broker/tansu-storage-transactions.patch.
+
+/// Creates `topic` with `partitions` partitions.
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let created = admin
+        .create_topics(
+            [&NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A transactional producer that has run `init_transactions`.
+fn transactional_producer(bootstrap: &str, transactional_id: &str) -> BaseProducer {
+    transactional_producer_timing_out(bootstrap, transactional_id, Duration::from_secs(60))
+}
+
+/// A transactional producer whose transactions the broker aborts after `timeout`.
+fn transactional_producer_timing_out(
+    bootstrap: &str,
+    transactional_id: &str,
+    timeout: Duration,
+) -> BaseProducer {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", transactional_id)
+        .set("linger.ms", "5")
+        .set("transaction.timeout.ms", timeout.as_millis().to_string())
+        .create()
+        .unwrap();
+    p.init_transactions(TXN_TIMEOUT).unwrap();
+    p
+}
+
+/// Sends `payloads` to `topic` (partition `i % partitions`) and waits until the broker has
+/// them all (they are in its log, inside the producer's open transaction if it has one).
+fn send_all(p: &BaseProducer, topic: &str, partitions: i32, payloads: &[&str]) {
+    for (i, v) in payloads.iter().enumerate() {
+        p.send(
+            BaseRecord::<(), str>::to(topic)
+                .partition(i as i32 % partitions)
+                .payload(*v),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    }
+    p.flush(TXN_TIMEOUT).unwrap();
+}
+
+/// A plain (non-transactional) send of one record to partition 0, acknowledged.
+fn send_plain(bootstrap: &str, topic: &str, payload: &str) {
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    send_all(&p, topic, 1, &[payload]);
+}
+
+fn consumer(bootstrap: &str, isolation: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .set("fetch.wait.max.ms", "20")
+        .create()
+        .unwrap()
+}
+
+/// Assigns partitions `0..partitions` of `topic` from the start.
+fn assign_from_start(c: &BaseConsumer, topic: &str, partitions: i32) {
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+}
+
+/// Polls `c` until `done` holds for the payloads read so far, or `within` has passed; returns
+/// them in the order read (per partition, log order).
+fn poll_until(
+    c: &BaseConsumer,
+    within: Duration,
+    mut done: impl FnMut(&[String]) -> bool,
+) -> Vec<String> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + within;
+    while !done(&got) && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(50)) {
+            let m = m.unwrap();
+            got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    got
+}
+
+/// Reads partitions `0..partitions` of `topic` from the start with `isolation` until
+/// `last` has been read (each partition's log up to it, for one partition).
+fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    last: &str,
+) -> Vec<String> {
+    let c = consumer(bootstrap, isolation, &unique("txn-reader"));
+    assign_from_start(&c, topic, partitions);
+    let got = poll_until(&c, Duration::from_secs(20), |got| {
+        got.iter().any(|v| v == last)
+    });
+    assert!(
+        got.iter().any(|v| v == last),
+        "{isolation} never read {last:?}; read {got:?}"
+    );
+    got
+}
+
+/// Runs a client-side body (librdkafka's blocking calls) off the runtime's workers, which
+/// the broker needs.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_committed_transaction_is_read_whole_by_read_committed() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-commit");
+    create_topic(&bootstrap, &topic, 2).await;
+    blocking(move || {
+        let p = transactional_producer(&bootstrap, &unique("txn-commit"));
+        p.begin_transaction().unwrap();
+        let sent: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+        let refs: Vec<&str> = sent.iter().map(String::as_str).collect();
+        send_all(&p, &topic, 2, &refs);
+        p.commit_transaction(TXN_TIMEOUT).unwrap();
+
+        let c = consumer(&bootstrap, "read_committed", &unique("txn-reader"));
+        assign_from_start(&c, &topic, 2);
+        let mut got = poll_until(&c, Duration::from_secs(20), |got| got.len() >= 10);
+        got.sort();
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(got, want);
+        // Each partition's log holds its five records and the commit marker.
+        for partition in 0..2 {
+            let (low, high) = c
+                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
+                .unwrap();
+            assert_eq!((low, high), (0, 6), "partition {partition}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aborted_transaction_is_hidden_from_read_committed_only() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-abort");
+    create_topic(&bootstrap, &topic, 1).await;
+    blocking(move || {
+        let p = transactional_producer(&bootstrap, &unique("txn-abort"));
+        p.begin_transaction().unwrap();
+        send_all(&p, &topic, 1, &["a1", "a2", "a3"]);
+        p.abort_transaction(TXN_TIMEOUT).unwrap();
+        p.begin_transaction().unwrap();
+        send_all(&p, &topic, 1, &["c1", "c2"]);
+        p.commit_transaction(TXN_TIMEOUT).unwrap();
+
+        assert_eq!(
+            read_until(&bootstrap, &topic, 1, "read_committed", "c2"),
+            ["c1", "c2"]
+        );
+        assert_eq!(
+            read_until(&bootstrap, &topic, 1, "read_uncommitted", "c2"),
+            ["a1", "a2", "a3", "c1", "c2"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_sent_to_a_transaction_are_committed_with_it_and_dropped_on_abort() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let (input, output) = (unique("txn-in"), unique("txn-out"));
+    create_topic(&bootstrap, &input, 1).await;
+    create_topic(&bootstrap, &output, 1).await;
+    blocking(move || {
+        let group = unique("txn-group");
+        // the consume side of consume-transform-produce: its group's metadata goes with the
+        // offsets
+        let source = consumer(&bootstrap, "read_committed", &group);
+        assign_from_start(&source, &input, 1);
+        let metadata = source.group_metadata().unwrap();
+        let committed = || {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&input, 0);
+            source
+                .committed_offsets(tpl, Duration::from_secs(10))
+                .unwrap()
+                .find_partition(&input, 0)
+                .unwrap()
+                .offset()
+        };
+        let offsets = |at: i64| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&input, 0, Offset::Offset(at))
+                .unwrap();
+            tpl
+        };
+
+        let p = transactional_producer(&bootstrap, &unique("txn-offsets"));
+        p.begin_transaction().unwrap();
+        send_all(&p, &output, 1, &["out1"]);
+        p.send_offsets_to_transaction(&offsets(5), &metadata, TXN_TIMEOUT)
+            .unwrap();
+        assert_eq!(committed(), Offset::Invalid, "pending, not yet the group's");
+        p.commit_transaction(TXN_TIMEOUT).unwrap();
+        assert_eq!(
+            committed(),
+            Offset::Offset(5),
+            "committed with the transaction"
+        );
+
+        p.begin_transaction().unwrap();
+        send_all(&p, &output, 1, &["out2"]);
+        p.send_offsets_to_transaction(&offsets(9), &metadata, TXN_TIMEOUT)
+            .unwrap();
+        p.abort_transaction(TXN_TIMEOUT).unwrap();
+        assert_eq!(committed(), Offset::Offset(5), "dropped with the abort");
+
+        // input that produced nothing: a transaction of offsets alone
+        p.begin_transaction().unwrap();
+        p.send_offsets_to_transaction(&offsets(12), &metadata, TXN_TIMEOUT)
+            .unwrap();
+        p.commit_transaction(TXN_TIMEOUT).unwrap();
+        assert_eq!(
+            committed(),
+            Offset::Offset(12),
+            "an offsets-only transaction"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_transaction_holds_read_committed_at_the_last_stable_offset() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-open");
+    create_topic(&bootstrap, &topic, 1).await;
+    blocking(move || {
+        send_plain(&bootstrap, &topic, "before");
+        let p = transactional_producer(&bootstrap, &unique("txn-open"));
+        p.begin_transaction().unwrap();
+        send_all(&p, &topic, 1, &["t1", "t2", "t3"]);
+        send_plain(&bootstrap, &topic, "after");
+
+        let committed = consumer(&bootstrap, "read_committed", &unique("txn-reader"));
+        assign_from_start(&committed, &topic, 1);
+        // Everything is in the log (offsets 0-4) but only "before" is below the LSO (1).
+        let got = poll_until(&committed, Duration::from_millis(1500), |_| false);
+        assert_eq!(got, ["before"]);
+        let wait = Duration::from_secs(10);
+        assert_eq!(
+            committed.fetch_watermarks(&topic, 0, wait).unwrap(),
+            (0, 1),
+            "ListOffsets(latest) for read_committed answers the LSO"
+        );
+        let uncommitted = consumer(&bootstrap, "read_uncommitted", &unique("txn-reader"));
+        assert_eq!(
+            uncommitted.fetch_watermarks(&topic, 0, wait).unwrap(),
+            (0, 5)
+        );
+
+        p.commit_transaction(TXN_TIMEOUT).unwrap();
+        let got = poll_until(&committed, Duration::from_secs(20), |got| {
+            got.iter().any(|v| v == "after")
+        });
+        assert_eq!(got, ["t1", "t2", "t3", "after"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-fence");
+    create_topic(&bootstrap, &topic, 1).await;
+    blocking(move || {
+        let id = unique("txn-fence");
+        let first = transactional_producer(&bootstrap, &id);
+        first.begin_transaction().unwrap();
+        send_all(&first, &topic, 1, &["zombie"]);
+
+        // The newer instance takes over: its init aborts the older one's open transaction.
+        let second = transactional_producer(&bootstrap, &id);
+        let err = first.commit_transaction(TXN_TIMEOUT).unwrap_err();
+        // librdkafka reports the broker's PRODUCER_FENCED as its own fatal "fenced"
+        assert!(
+            matches!(
+                err.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+            ),
+            "{err}"
+        );
+
+        second.begin_transaction().unwrap();
+        send_all(&second, &topic, 1, &["successor"]);
+        second.commit_transaction(TXN_TIMEOUT).unwrap();
+        assert_eq!(
+            read_until(&bootstrap, &topic, 1, "read_committed", "successor"),
+            ["successor"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-timeout");
+    create_topic(&bootstrap, &topic, 1).await;
+    blocking(move || {
+        let timeout = Duration::from_millis(1000);
+        let stalled =
+            transactional_producer_timing_out(&bootstrap, &unique("txn-timeout"), timeout);
+        stalled.begin_transaction().unwrap();
+        send_all(&stalled, &topic, 1, &["stalled"]);
+        let started = Instant::now();
+        send_plain(&bootstrap, &topic, "after");
+
+        // held back at the stalled transaction until the broker aborts it
+        let got = read_until(&bootstrap, &topic, 1, "read_committed", "after");
+        assert_eq!(got, ["after"]);
+        assert!(started.elapsed() >= timeout, "{:?}", started.elapsed());
+
+        // as with Kafka, the stalled producer cannot commit what was aborted
+        assert!(stalled.commit_transaction(TXN_TIMEOUT).is_err());
+    })
+    .await;
 }
