@@ -5,7 +5,9 @@ crash:   live traffic at --rate events/s for --duration seconds; `dissuade run` 
          two instances in one group and one of them killed each time). Then a clean
          reference run reads the same input with a new group and its own output topics, and
          the task and dead-letter topics are compared: missing 0 and unexpected 0, or the
-         drill fails; duplicates (redelivered tasks, same task id) are counted.
+         drill fails; duplicates (redelivered tasks, same task id) are counted. With
+         --delivery exactly-once, each instance keeps its transactional id across its
+         restarts, the topics are read read_committed, and any duplicate fails the drill.
 outage:  the broker frozen with SIGSTOP for --outage seconds during live traffic, then
          resumed: the service must not crash or spin, /readyz must say not ready while the
          broker is away and ready again after, dissuade_broker_reachable must go to 0, and
@@ -102,8 +104,9 @@ class Broker:
 class Service:
     """`dissuade run` against the broker with its own topics and group."""
 
-    def __init__(self, bootstrap, name, logs, input_topic, partitions, config=None):
+    def __init__(self, bootstrap, name, logs, input_topic, partitions, config=None, delivery="at-least-once"):
         self.config = config
+        self.delivery = delivery
         self.name = name
         self.logs = logs
         self.metrics_port = free_port()
@@ -126,6 +129,7 @@ class Service:
             DISSUADE__KAFKA__LISTS_TOPIC=json.dumps(f"{name}.lists"),
             DISSUADE__KAFKA__GROUP_ID=json.dumps(self.group),
             DISSUADE__KAFKA__COMMIT_INTERVAL='"200ms"',
+            DISSUADE__KAFKA__DELIVERY=json.dumps(delivery),
             DISSUADE__LIFECYCLE__ENABLED="false",
             DISSUADE__WEB__LISTEN='""',
             RUST_LOG=os.environ.get("RUST_LOG", "warn"),
@@ -133,10 +137,13 @@ class Service:
         self.procs = []
         self.starts = 0
 
-    def start(self, port=None):
+    def start(self, port=None, instance=0):
+        """Starts an instance; with exactly-once delivery, `instance` picks its transactional
+        id, which a restart of that instance must reuse."""
         env = dict(
             self.env,
             DISSUADE__METRICS__LISTEN=json.dumps(f"127.0.0.1:{port or free_port()}"),
+            DISSUADE__KAFKA__TRANSACTIONAL_ID=json.dumps(f"{self.name}-{instance}"),
         )
         self.starts += 1
         out = open(os.path.join(self.logs, f"{self.name}.{self.starts}.log"), "w")
@@ -290,10 +297,10 @@ def crash(args):
     logs = tempfile.mkdtemp(prefix="dissuade-chaos-crash-")
     broker = Broker(logs)
     input_topic = "chaos.input"
-    chaos = Service(broker.bootstrap, "chaos", logs, input_topic, args.partitions)
+    chaos = Service(broker.bootstrap, "chaos", logs, input_topic, args.partitions, delivery=args.delivery)
     reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
     try:
-        running = [chaos.start() for _ in range(args.instances)]
+        running = [chaos.start(instance=i) for i in range(args.instances)]
         wait_topic(broker.bootstrap, input_topic)
         events = int(args.rate * args.duration)
         gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
@@ -305,7 +312,7 @@ def crash(args):
             victim = rng.randrange(len(running))
             running[victim].send_signal(signal.SIGKILL)
             running[victim].wait()
-            running[victim] = chaos.start()
+            running[victim] = chaos.start(instance=victim)
             log(f"kill {i + 1}/{args.kills} at {at:.1f} s (instance {victim})")
         if gen.wait() != 0:
             sys.exit("chaos: the generator failed (see generate.log)")
@@ -318,6 +325,7 @@ def crash(args):
 
         result = {
             "drill": "crash",
+            "delivery": args.delivery,
             "instances": args.instances,
             "kills": args.kills,
             "events": events,
@@ -328,7 +336,10 @@ def crash(args):
             "logs": logs,
         }
         print(json.dumps(result), flush=True)
-        return nothing_lost(result)
+        once = args.delivery != "exactly-once" or (
+            result["duplicates"] == 0 and result["dead_letter_duplicates"] == 0
+        )
+        return nothing_lost(result) and once
     finally:
         chaos.stop_all()
         reference.stop_all()
@@ -861,6 +872,10 @@ def main():
     p.add_argument("--short", action="store_true", help="the CI sizes: 3 kills over 20 s at 2,000/s; 100,000 garbage records")
     p.add_argument("--kills", type=int)
     p.add_argument("--instances", type=int, default=1)
+    p.add_argument(
+        "--delivery", choices=["at-least-once", "exactly-once"], default="at-least-once",
+        help="the crash drill's kafka.delivery; with exactly-once, any duplicate fails it",
+    )
     p.add_argument("--rate", type=int)
     p.add_argument("--duration", type=float)
     p.add_argument("--partitions", type=int, default=4)

@@ -376,9 +376,17 @@ pub struct KafkaConfig {
     /// Pipeline worker threads; input partitions are spread over them, each partition on
     /// one worker so its order is kept. 0 means one per two cores.
     pub workers: usize,
-    /// How often processed offsets are committed.
+    /// How often processed offsets are committed (with `exactly-once`: how often the
+    /// transaction holding the outputs and the offsets is committed).
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// `at-least-once` (a crash may repeat a task, with the same task id) or `exactly-once`
+    /// (Kafka transactions: a read_committed reader of the outputs never sees a repeat).
+    pub delivery: Delivery,
+    /// The producer's `transactional.id` with `exactly-once`: unique to this instance and
+    /// the same across its restarts (a restart then fences its predecessor and aborts what
+    /// it left open). Required with `exactly-once`.
+    pub transactional_id: Option<String>,
     /// How long a graceful shutdown may take to deliver in-flight work and commit.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -390,6 +398,18 @@ pub struct KafkaConfig {
 }
 
 pub const EMBEDDED: &str = "embedded";
+
+/// The processor's delivery guarantee for its outputs (tasks, dead letters, open-task state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Outputs are acknowledged before their input offsets are committed: nothing is lost,
+    /// and a crash may produce an output again (with the same task id).
+    AtLeastOnce,
+    /// Outputs and input offsets are committed together in one Kafka transaction
+    /// (consume-transform-produce, KIP-447): a read_committed reader sees each output once.
+    ExactlyOnce,
+}
 
 impl Default for KafkaConfig {
     fn default() -> Self {
@@ -416,6 +436,8 @@ impl Default for KafkaConfig {
             max_in_flight: 100_000,
             workers: 0,
             commit_interval: Duration::from_secs(1),
+            delivery: Delivery::AtLeastOnce,
+            transactional_id: None,
             shutdown_timeout: Duration::from_secs(20),
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
@@ -788,6 +810,18 @@ impl Config {
         }
         if k.max_in_flight == 0 {
             problems.push("kafka.max_in_flight: must be at least 1".into());
+        }
+        if k.delivery == Delivery::ExactlyOnce
+            && k.transactional_id
+                .as_deref()
+                .is_none_or(|id| id.trim().is_empty())
+        {
+            problems.push(
+                "kafka.transactional_id: required with delivery = \"exactly-once\": a name \
+                 unique to this instance and the same across its restarts (a pod name of a \
+                 StatefulSet, for example)"
+                    .into(),
+            );
         }
         if !self.metrics.listen.is_empty()
             && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
@@ -1343,6 +1377,17 @@ mod tests {
         ] {
             assert!(err.contains(key), "{key} in {err}");
         }
+    }
+
+    #[test]
+    fn exactly_once_needs_a_transactional_id() {
+        let err = load_err("[kafka]\ndelivery = \"exactly-once\"\n", &[]);
+        assert!(
+            err.contains("kafka.transactional_id: required with delivery = \"exactly-once\""),
+            "{err}"
+        );
+        let err = load_err("[kafka]\ndelivery = \"exactly_once\"\n", &[]);
+        assert!(err.contains("exactly-once"), "{err}");
     }
 
     #[test]

@@ -170,6 +170,8 @@ pub struct Metrics {
     /// Open-task records read back from the state changelog on assignment.
     pub state_restored: IntCounter,
     pub commits: IntCounterVec,
+    /// With `kafka.delivery = "exactly-once"`: transactions by how they ended.
+    pub transactions: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub in_flight: IntGauge,
     pub open_tasks: IntGauge,
@@ -712,6 +714,15 @@ impl Metrics {
         for result in ["ok", "error"] {
             commits.with_label_values(&[result]);
         }
+        let transactions = counter_vec(
+            "dissuade_transactions_total",
+            "With exactly-once delivery: transactions (outputs and input offsets together) by \
+             how they ended, committed or aborted.",
+            &["result"],
+        );
+        for result in ["committed", "aborted"] {
+            transactions.with_label_values(&[result]);
+        }
 
         Metrics {
             not_remembered: counter(
@@ -784,6 +795,7 @@ impl Metrics {
                 "Tasks or dead letters the broker did not accept after retries.",
             ),
             commits,
+            transactions,
             consumer_lag: gauge_vec(
                 "dissuade_consumer_lag_records",
                 "Records in the input topic not yet consumed, per assigned partition.",

@@ -416,6 +416,59 @@ async fn a_crash_mid_stream_loses_no_task_and_redelivery_keeps_task_ids() {
     }
 }
 
+/// With `kafka.delivery = "exactly-once"`, kills mid-stream leave no repeat for a
+/// read_committed reader: what a killed instance had produced in its open transaction is
+/// aborted when its successor (same transactional id) starts, and the successor redoes it
+/// from the offsets committed with the last transaction. The same scenario at least once
+/// repeats tasks (the test above), so this one fails if the transactions do not hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_kills_mid_stream_leave_each_task_once_for_a_read_committed_reader() {
+    let Scenario {
+        broker: _broker,
+        cfg,
+        events,
+        expected,
+    } = Scenario::new(4, 6000, 23, 1_000_000).await;
+    produce(&cfg.kafka.brokers, &cfg.kafka.input_topic, &events).await;
+    let transactional_id = unique("txn");
+    let exactly_once = || {
+        let mut c = run_command(&cfg);
+        c.env("DISSUADE__KAFKA__DELIVERY", "\"exactly-once\"")
+            .env(
+                "DISSUADE__KAFKA__TRANSACTIONAL_ID",
+                format!("\"{transactional_id}\""),
+            )
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("dissuade run starts")
+    };
+
+    // Two instances killed without warning once more of the tasks are visible each time.
+    for share in [4, 2] {
+        let mut killed = exactly_once();
+        let some = consume(
+            &cfg.kafka.brokers,
+            &cfg.kafka.task_topic,
+            expected.len() / share,
+            WAIT,
+        );
+        assert!(!some.is_empty(), "the instance produced tasks");
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+    }
+    let mut last = exactly_once();
+    let got = tasks_of(&consume_settled(
+        &cfg.kafka.brokers,
+        &cfg.kafka.task_topic,
+        expected.len(),
+        WAIT,
+    ));
+    last.kill().unwrap();
+    last.wait().unwrap();
+    assert_same_tasks(&got, &expected);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn created_topics_get_the_configured_replication_factor() {
     use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -47,6 +47,15 @@ pub enum KafkaSetupError {
     Lifecycle(#[source] store::StoreError),
     #[error("by-caller stage topics: {0}")]
     ByCaller(#[source] store::StoreError),
+    #[error("exactly-once delivery: initialising the transactional producer: {0}")]
+    Transactions(#[source] rdkafka::error::KafkaError),
+    #[error("exactly-once delivery: {0}")]
+    Transaction(String),
+    #[error(
+        "exactly-once delivery does not cover the by-caller stages yet: disable the rules \
+         that read caller-side windows, or use delivery = \"at-least-once\""
+    )]
+    ExactlyOnceWithStages,
     #[error("starting the consumer thread: {0}")]
     Thread(#[source] std::io::Error),
 }

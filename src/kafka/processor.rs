@@ -38,7 +38,7 @@ use super::offsets::PartitionOffsets;
 use super::{
     by_caller, changelog, consumer_config, producer_config, window_replay, KafkaSetupError,
 };
-use crate::config::KafkaConfig;
+use crate::config::{self, KafkaConfig};
 use crate::features::Figures;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -183,6 +183,11 @@ struct Shared {
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     producer: ThreadedProducer<DeliveryContext>,
+    /// `kafka.delivery = "exactly-once"`: the producer is transactional and a transaction is
+    /// open between checkpoints.
+    transactional: bool,
+    /// Whether a transaction is open (exactly once).
+    in_transaction: std::sync::atomic::AtomicBool,
     trackers: Mutex<HashMap<i32, Tracker>>,
     /// Bumped on every assignment change so the poll thread refreshes its tracker cache.
     generation: AtomicU64,
@@ -365,6 +370,91 @@ impl Shared {
             warn!(error = %e, "offset commit failed; the next commit covers it");
         }
     }
+
+    /// Makes what has been processed durable: at least once, commits the input offsets of
+    /// `partitions` (all when `None`); exactly once, commits the open transaction with every
+    /// assigned partition's offsets and begins the next. `drained` says whether every
+    /// dispatched record's outputs were delivered first: a transaction is committed only
+    /// then, so that it holds the outputs of exactly the offsets it commits; otherwise it is
+    /// aborted and the processor stops (its state is ahead of what was committed, and a
+    /// restart resumes from the last transaction).
+    fn checkpoint(
+        &self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+        partitions: Option<&[i32]>,
+        mode: CommitMode,
+        drained: bool,
+    ) {
+        if !self.transactional {
+            self.commit(consumer, &self.committable(partitions), mode);
+            return;
+        }
+        if self.fatal.get().is_some() {
+            return;
+        }
+        let result = if drained {
+            self.commit_transaction(consumer)
+        } else {
+            Err("outputs were not all delivered in time".to_string())
+        };
+        let ended = result.and_then(|()| self.begin_transaction());
+        if let Err(e) = ended {
+            self.abort_transaction();
+            self.fatal.set(format!(
+                "exactly-once: {e}; the transaction was aborted, and a restart resumes from \
+                 the last committed one"
+            ));
+        }
+    }
+
+    fn begin_transaction(&self) -> Result<(), String> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| format!("beginning a transaction: {e}"))?;
+        self.in_transaction.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sends the committable input offsets to the open transaction and commits it.
+    fn commit_transaction(&self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), String> {
+        let timeout = self.deadline(self.drain_timeout);
+        let left = || timeout.saturating_duration_since(Instant::now());
+        let offsets = self.committable(None);
+        if offsets.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or("the consumer has no group metadata")?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &group, left())
+                .map_err(|e| format!("sending the input offsets to the transaction: {e}"))?;
+        }
+        self.producer
+            .commit_transaction(left())
+            .map_err(|e| format!("committing the transaction: {e}"))?;
+        self.in_transaction.store(false, Ordering::Release);
+        self.metrics
+            .transactions
+            .with_label_values(&["committed"])
+            .inc();
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if there is one.
+    fn abort_transaction(&self) {
+        if !self.in_transaction.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.metrics
+            .transactions
+            .with_label_values(&["aborted"])
+            .inc();
+        let left = self
+            .deadline(self.drain_timeout)
+            .saturating_duration_since(Instant::now());
+        if let Err(e) = self.producer.abort_transaction(left) {
+            warn!(error = %e, "aborting the transaction failed; the broker aborts it when this producer's id is next used or its timeout passes");
+        }
+    }
 }
 
 struct ConsumerCtx {
@@ -430,13 +520,13 @@ impl ConsumerContext for ConsumerCtx {
             .iter()
             .map(|e| e.partition())
             .collect();
-        if !s.drain() {
+        let drained = s.drain();
+        if !drained {
             warn!(
                 "revocation: outputs not all delivered in time; their records will be redelivered"
             );
         }
-        let offsets = s.committable(Some(&revoked));
-        s.commit(consumer, &offsets, CommitMode::Sync);
+        s.checkpoint(consumer, Some(&revoked), CommitMode::Sync, drained);
         let mut trackers = s.trackers.lock().expect("trackers lock");
         for p in &revoked {
             trackers.remove(p);
@@ -595,6 +685,9 @@ pub fn spawn(
     if !pipeline.caller_figures_in_records() {
         return spawn_on(cfg, bootstrap, pipeline, metrics, health, shutdown, None);
     }
+    if cfg.delivery == config::Delivery::ExactlyOnce {
+        return Err(KafkaSetupError::ExactlyOnceWithStages);
+    }
     let stages = by_caller::spawn(
         cfg,
         bootstrap,
@@ -634,13 +727,33 @@ fn spawn_on(
     };
     let fatal = Arc::new(Fatal::default());
     let refused = RefusedQueue::default();
-    let producer: ThreadedProducer<DeliveryContext> = producer_config(cfg, bootstrap)
+    let mut producer_settings = producer_config(cfg, bootstrap);
+    let transactional = match (cfg.delivery, &cfg.transactional_id) {
+        (config::Delivery::ExactlyOnce, Some(id)) => {
+            // Only this producer is transactional: the service's other producers (lifecycle,
+            // web, stages) would fence it if they shared its id. Transactions need the
+            // idempotent producer, whatever the overlays say.
+            producer_settings
+                .set("transactional.id", id)
+                .set("enable.idempotence", "true");
+            true
+        }
+        _ => false,
+    };
+    let producer: ThreadedProducer<DeliveryContext> = producer_settings
         .create_with_context(DeliveryContext {
             metrics: metrics.clone(),
             fatal: fatal.clone(),
             refused: refused.clone(),
         })
         .map_err(KafkaSetupError::Client)?;
+    if transactional {
+        // Fences an earlier producer with this id (a crashed predecessor) and aborts what it
+        // left open, so its half-done outputs never become visible.
+        producer
+            .init_transactions(cfg.shutdown_timeout)
+            .map_err(KafkaSetupError::Transactions)?;
+    }
     let restore_config = consumer_config(cfg, bootstrap);
     changelog::ensure_topic(
         &restore_config,
@@ -662,6 +775,8 @@ fn spawn_on(
         metrics,
         health,
         producer,
+        transactional,
+        in_transaction: Default::default(),
         trackers: Mutex::default(),
         generation: AtomicU64::new(0),
         revoked: Mutex::default(),
@@ -674,6 +789,11 @@ fn spawn_on(
         refused,
         broker_heard: Mutex::default(),
     });
+    if transactional {
+        shared
+            .begin_transaction()
+            .map_err(KafkaSetupError::Transaction)?;
+    }
     let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, bootstrap)
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
@@ -705,10 +825,11 @@ fn install_with_windows(
     candidate: crate::pipeline::Candidate,
 ) {
     let started = Instant::now();
-    if !shared.drain() {
+    let drained = shared.drain();
+    if !drained {
         warn!("reload: records still in flight after the drain timeout; the new windows may miss them");
     }
-    shared.commit(consumer, &shared.committable(None), CommitMode::Sync);
+    shared.checkpoint(consumer, None, CommitMode::Sync, drained);
     let partitions: Vec<i32> = shared
         .trackers
         .lock()
@@ -838,7 +959,10 @@ fn poll_loop(
             None => {}
         }
         if last_commit.elapsed() >= commit_interval {
-            shared.commit(&consumer, &shared.committable(None), CommitMode::Async);
+            // A transaction must hold every output of the offsets it commits: wait for the
+            // records in hand first (the poll thread dispatches nothing meanwhile).
+            let drained = !shared.transactional || shared.drain();
+            shared.checkpoint(&consumer, None, CommitMode::Async, drained);
             last_commit = Instant::now();
         }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
@@ -868,7 +992,16 @@ fn poll_loop(
     if failure.is_none() {
         failure = shared.fatal.get();
     }
-    shared.commit(&consumer, &shared.committable(None), CommitMode::Sync);
+    if !shared.transactional {
+        shared.commit(&consumer, &shared.committable(None), CommitMode::Sync);
+    } else if failure.is_none() && drained {
+        if let Err(e) = shared.commit_transaction(&consumer) {
+            shared.abort_transaction();
+            failure = Some(format!("exactly-once: {e}; the transaction was aborted"));
+        }
+    } else {
+        shared.abort_transaction();
+    }
     if !drained {
         warn!("shutdown timeout: some outputs were not acknowledged; their records will be redelivered");
     }

@@ -125,6 +125,9 @@ pub fn reader(bootstrap: &str, topic: &str) -> BaseConsumer {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "5")
+        // librdkafka's default, written out: records of open or aborted transactions
+        // (exactly-once delivery) are not read.
+        .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
