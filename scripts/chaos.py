@@ -25,8 +25,14 @@ garbage: --garbage records that are not valid events (random bytes, truncated an
          empty records, duplicate keys) mixed into --valid valid events: no crash, every bad
          record dead-lettered with its reason, every valid one processed, RSS sampled.
 
-Each drill prints one JSON line. The service runs with the lifecycle off: these drills are
-about the event path (the lifecycle's own crash drill is not written yet).
+lifecycle: live traffic with tasks due in 30 s; officers (a thread) answer the tasks of half
+         the people and stay silent on the rest; the service is killed --kills times through
+         the traffic and the deadlines: every unanswered chain must get each escalation tier
+         and no answered one any.
+
+Each drill prints one JSON line, with the alerts a Prometheus server running the shipped
+alerting rules (time-compressed, --alert-compression) saw fire. The service runs with the
+lifecycle off except in the lifecycle drill.
 """
 
 import argparse
@@ -136,13 +142,16 @@ class Service:
         )
         self.procs = []
         self.starts = 0
+        # Metrics port of each instance, kept across its restarts (Prometheus scrapes them).
+        self.ports = {}
 
     def start(self, port=None, instance=0):
         """Starts an instance; with exactly-once delivery, `instance` picks its transactional
         id, which a restart of that instance must reuse."""
+        port = self.ports.setdefault(instance, port or free_port())
         env = dict(
             self.env,
-            DISSUADE__METRICS__LISTEN=json.dumps(f"127.0.0.1:{port or free_port()}"),
+            DISSUADE__METRICS__LISTEN=json.dumps(f"127.0.0.1:{port}"),
             DISSUADE__KAFKA__TRANSACTIONAL_ID=json.dumps(f"{self.name}-{instance}"),
         )
         self.starts += 1
@@ -171,6 +180,135 @@ class Service:
             for p in self.procs
             if "panicked" in open(p.log_path, errors="replace").read()
         ]
+
+
+ALERTS = os.path.join(ROOT, "docker", "prometheus", "alerts.yml")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def compressed_rules(text, factor):
+    """docker/prometheus/alerts.yml with every duration (`for:` and range selectors) divided
+    by `factor`, at least 1 s: a drill of seconds then shows what the shipped rules do over
+    minutes. The expressions and thresholds are the shipped ones."""
+    import re
+
+    def seconds(n, unit):
+        return f"{max(1, round(int(n) * UNIT_SECONDS[unit] / factor))}s"
+
+    text = re.sub(r"(for:\s*)(\d+)([smh])\b", lambda m: m[1] + seconds(m[2], m[3]), text)
+    return re.sub(
+        r"\[(\d+)([smh])(?::(\d+)([smh]))?\]",
+        lambda m: "[" + seconds(m[1], m[2]) + (":" + seconds(m[3], m[4]) if m[3] else "") + "]",
+        text,
+    )
+
+
+class Alerts:
+    """A Prometheus server (Debian's `prometheus`) scraping the drilled service every second
+    with the shipped alerting rules, time-compressed (see `compressed_rules`), and a thread
+    noting when each alert first went pending and firing."""
+
+    def __init__(self, logs, service, factor):
+        import threading
+
+        self.service = service
+        self.factor = factor
+        self.port = free_port()
+        self.targets = os.path.join(logs, "targets.json")
+        self.write_targets()
+        rules = os.path.join(logs, "alerts.yml")
+        with open(rules, "w") as f:
+            f.write(compressed_rules(open(ALERTS).read(), factor))
+        config = os.path.join(logs, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write(
+                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                f"rule_files: [{json.dumps(rules)}]\n"
+                "scrape_configs:\n"
+                "  - job_name: dissuade\n"
+                f"    file_sd_configs: [{{files: [{json.dumps(self.targets)}], refresh_interval: 1s}}]\n"
+            )
+        self.proc = subprocess.Popen(
+            [
+                "prometheus", f"--config.file={config}",
+                f"--storage.tsdb.path={os.path.join(logs, 'prometheus')}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(logs, "prometheus.log"), "w"),
+        )
+        self.started = time.time()
+        self.seen = {}
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def write_targets(self):
+        targets = [f"127.0.0.1:{p}" for p in self.service.ports.values()]
+        tmp = self.targets + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump([{"targets": targets}], f)
+        os.replace(tmp, self.targets)
+
+    def watch(self):
+        while not self.stopping.wait(1):
+            self.write_targets()
+            status, body = get(f"http://127.0.0.1:{self.port}/api/v1/alerts")
+            if status != 200:
+                continue
+            now = round(time.time() - self.started, 1)
+            for a in json.loads(body)["data"]["alerts"]:
+                seen = self.seen.setdefault(a["labels"]["alertname"], {})
+                seen.setdefault(a["state"], now)
+
+    def stop(self):
+        """{alert: {"pending": s, "firing": s}}: seconds into the drill each state was first
+        seen."""
+        self.stopping.set()
+        self.thread.join()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        return self.seen
+
+    def fired(self, name):
+        return "firing" in self.seen.get(name, {})
+
+    def state(self, name):
+        """The alert's state now: "pending", "firing" or None."""
+        status, body = get(f"http://127.0.0.1:{self.port}/api/v1/alerts")
+        if status != 200:
+            return None
+        for a in json.loads(body)["data"]["alerts"]:
+            if a["labels"]["alertname"] == name:
+                return a["state"]
+        return None
+
+
+def alert_report(alerts, expected):
+    """The drill's alert figures, and whether every expected alert fired."""
+    if alerts is None:
+        return {}, True
+    seen = alerts.stop()
+    missing = [a for a in expected if "firing" not in seen.get(a, {})]
+    return {
+        "alerts": seen,
+        "alerts_expected": expected,
+        "alerts_compression": alerts.factor,
+        **({"alerts_not_fired": missing} if missing else {}),
+    }, not missing
+
+
+def watch_alerts(args, logs, service):
+    """An `Alerts` watcher when Prometheus is installed and not turned off, else None."""
+    import shutil
+
+    if args.alert_compression <= 0 or shutil.which("prometheus") is None:
+        log("no Prometheus: the drills run without showing their alerts")
+        return None
+    return Alerts(logs, service, args.alert_compression)
 
 
 def wait_topic(bootstrap, topic, timeout=60):
@@ -299,8 +437,10 @@ def crash(args):
     input_topic = "chaos.input"
     chaos = Service(broker.bootstrap, "chaos", logs, input_topic, args.partitions, delivery=args.delivery)
     reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
+    alerts = None
     try:
         running = [chaos.start(instance=i) for i in range(args.instances)]
+        alerts = watch_alerts(args, logs, chaos)
         wait_topic(broker.bootstrap, input_topic)
         events = int(args.rate * args.duration)
         gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
@@ -321,6 +461,9 @@ def crash(args):
             alive=lambda: all(p.poll() is None for p in running),
         )
         chaos.stop_all()
+        # A restart within seconds is not an outage: nothing is expected to fire.
+        alert_figures, _ = alert_report(alerts, [])
+        alerts = None
         run_reference(broker.bootstrap, reference, input_topic, args.partitions)
 
         result = {
@@ -332,6 +475,7 @@ def crash(args):
             "rate": args.rate,
             "partitions": args.partitions,
             **compare(broker.bootstrap, chaos, reference, args.partitions),
+            **alert_figures,
             "seconds": round(time.time() - started, 1),
             "logs": logs,
         }
@@ -341,6 +485,8 @@ def crash(args):
         )
         return nothing_lost(result) and once
     finally:
+        if alerts:
+            alerts.stop()
         chaos.stop_all()
         reference.stop_all()
         broker.stop()
@@ -425,8 +571,10 @@ def outage(args):
     tested = Service(broker.bootstrap, "outage", logs, input_topic, args.partitions)
     reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
     port = free_port()
+    alerts = None
     try:
         proc = tested.start(port)
+        alerts = watch_alerts(args, logs, tested)
         wait_topic(broker.bootstrap, input_topic)
         duration = args.outage + 30
         events = int(args.rate * duration)
@@ -437,6 +585,7 @@ def outage(args):
         cpu0 = cpu_seconds(proc.pid)
         broker.proc.send_signal(signal.SIGSTOP)
         frozen_at = time.time()
+        frozen_at_alert_clock = round(frozen_at - alerts.started, 1) if alerts else None
         not_ready_after = None
         reachable_metric_zero = False
         while time.time() - frozen_at < args.outage:
@@ -464,6 +613,8 @@ def outage(args):
         )
         alive = proc.poll() is None
         tested.stop_all()
+        alert_figures, alerted = alert_report(alerts, ["DissuadeBrokerUnreachable", "DissuadeNotReady"])
+        alerts = None
         run_reference(broker.bootstrap, reference, input_topic, args.partitions)
         result = {
             "drill": "outage",
@@ -477,18 +628,24 @@ def outage(args):
             "ready_again_after_s": ready_again_after,
             "alive": alive,
             **compare(broker.bootstrap, tested, reference, args.partitions),
+            # Alert times count from the watcher's start, as this does.
+            **({"frozen_at_s": frozen_at_alert_clock} if frozen_at_alert_clock is not None else {}),
+            **alert_figures,
             "seconds": round(time.time() - started, 1),
             "logs": logs,
         }
         print(json.dumps(result), flush=True)
         return (
             nothing_lost(result)
+            and alerted
             and alive
             and ready_before
             and not_ready_after is not None
             and ready_again_after is not None
         )
     finally:
+        if alerts:
+            alerts.stop()
         tested.stop_all()
         reference.stop_all()
         try:
@@ -542,8 +699,10 @@ def garbage(args):
     input_topic = "chaos.input"
     svc = Service(broker.bootstrap, "garbage", logs, input_topic, args.partitions)
     port = free_port()
+    alerts = None
     try:
         proc = svc.start(port)
+        alerts = watch_alerts(args, logs, svc)
         wait_topic(broker.bootstrap, input_topic)
         gen = subprocess.Popen(
             [
@@ -600,6 +759,9 @@ def garbage(args):
             k = (h.get("dissuade.error.kind") or b"?").decode()
             reasons[k] = reasons.get(k, 0) + 1
         consumed = metric("dissuade_events_consumed_total")
+        # The short run is over before the rate's compressed `for` could hold.
+        alert_figures, alerted = alert_report(alerts, [] if args.short else ["DissuadeDeadLetterRate"])
+        alerts = None
         scored = metric('dissuade_events_total{outcome="task"}') + metric(
             'dissuade_events_total{outcome="suppressed"}'
         ) + metric('dissuade_events_total{outcome="below_threshold"}')
@@ -616,18 +778,22 @@ def garbage(args):
             "panics": len(svc.panicked()),
             "alive": proc.poll() is None,
             "rss_mib": [round(r, 1) for r in rss if r is not None],
+            **alert_figures,
             "seconds": round(time.time() - started, 1),
             "logs": logs,
         }
         print(json.dumps(result), flush=True)
         return (
             result["alive"]
+            and alerted
             and result["panics"] == 0
             and len(dlq) == args.garbage
             and int(scored) == args.valid
             and int(consumed) == args.valid + args.garbage
         )
     finally:
+        if alerts:
+            alerts.stop()
         svc.stop_all()
         broker.stop()
 
@@ -684,11 +850,14 @@ def config_faults(args):
     def consumed():
         return metric_value(scrape(), "dissuade_events_consumed_total") or 0
 
+    alerts = None
     try:
         proc = svc.start(port)
+        alerts = watch_alerts(args, logs, svc)
         wait_topic(broker.bootstrap, input_topic)
-        # Four faults take about 30 s; the traffic outlasts them.
-        events = int(args.rate * (60 if args.short else 120))
+        # Four faults take about 30 s (60 s with the alert shown for each); the traffic
+        # outlasts them.
+        events = int(args.rate * (90 if args.short else 120))
         gen = generate(broker.bootstrap, input_topic, events, args.rate, args.seed, logs)
         time.sleep(5)
         faults = []
@@ -702,21 +871,34 @@ def config_faults(args):
              b"".join(l for l in originals[roster].splitlines(keepends=True) if b",po-120101-01-001," not in l)),
         ]:
             before, count = consumed(), reloads()
+            t_fault = time.time()
             with open(path, "wb") as f:
                 f.write(broken)
             seen, ok_flag = next_reload(count)
             time.sleep(3)
+            # An invalid file is left in place until the alert fires (at most 30 s).
+            alert_after = None
+            if alerts and ok_flag == 0:
+                while time.time() - t_fault < 30 and alert_after is None:
+                    if alerts.state("DissuadeConfigReloadFailed") == "firing":
+                        alert_after = round(time.time() - t_fault, 1)
+                    time.sleep(0.5)
             kept_processing = consumed() > before
             count = reloads()
             with open(path, "wb") as f:
                 f.write(originals[path])
             repaired, repaired_ok = next_reload(count)
+            # The next fault starts once this one's alert has resolved.
+            t_repair = time.time()
+            while alerts and alerts.state("DissuadeConfigReloadFailed") and time.time() - t_repair < 15:
+                time.sleep(0.5)
             faults.append({
                 "fault": name,
                 "seen_after_s": seen,
                 "last_reload_successful": ok_flag,
                 "kept_processing": kept_processing,
                 "repair_applied_after_s": repaired if repaired_ok == 1 else None,
+                **({"alert_fired_after_s": alert_after} if alerts else {}),
             })
         if gen.wait() != 0:
             sys.exit("chaos: the generator failed (see generate.log)")
@@ -724,6 +906,11 @@ def config_faults(args):
                        alive=lambda: proc.poll() is None)
         text = scrape()
         log_text = open(proc.log_path, errors="replace").read()
+        alert_figures, _ = alert_report(alerts, ["DissuadeConfigReloadFailed"])
+        alerts_per_fault = alerts is None or all(
+            (f["alert_fired_after_s"] is not None) == (f["last_reload_successful"] == 0) for f in faults
+        )
+        alerts = None
         result = {
             "drill": "config",
             "events": events,
@@ -734,12 +921,14 @@ def config_faults(args):
             ),
             "alive": proc.poll() is None,
             "panics": len(svc.panicked()),
+            **alert_figures,
             "seconds": round(time.time() - started, 1),
             "logs": logs,
         }
         print(json.dumps(result), flush=True)
         return (
             result["alive"]
+            and alerts_per_fault
             and result["panics"] == 0
             and result["consumed"] == events
             and result["errors_name_the_place"]
@@ -752,6 +941,8 @@ def config_faults(args):
             )
         )
     finally:
+        if alerts:
+            alerts.stop()
         svc.stop_all()
         broker.stop()
 
@@ -776,6 +967,7 @@ def flood(args):
     reference = Service(broker.bootstrap, "reference", logs, input_topic, args.partitions)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    alerts = None
     try:
         # The maximum: a backlog written before the service starts, then read as fast as it can.
         proc = svc.start(port)
@@ -796,11 +988,14 @@ def flood(args):
                 break
             if proc.poll() is not None:
                 sys.exit("chaos: the service stopped while reading the backlog")
-            time.sleep(0.2)
-        measured_max = (backlog - c0) / max(time.time() - t0, 0.001)
+            time.sleep(0.05)
+        if c0 > backlog / 2 or time.time() - t0 < 0.3:
+            sys.exit(f"chaos: the backlog of {backlog} was read too fast to measure a rate: use a larger --backlog")
+        measured_max = (backlog - c0) / (time.time() - t0)
         # The flood.
         offered = int(2 * measured_max)
         events = int(offered * args.flood)
+        alerts = watch_alerts(args, logs, svc)
         gen = generate(broker.bootstrap, input_topic, events, offered, args.seed + 1, logs)
         gen_started = time.time()
         samples = []
@@ -828,6 +1023,11 @@ def flood(args):
                        alive=lambda: proc.poll() is None)
         alive = proc.poll() is None
         svc.stop_all()
+        # The short flood is over before the compressed `for`s could hold.
+        alert_figures, alerted = alert_report(
+            alerts, [] if args.short else ["DissuadeConsumerLagGrowing", "DissuadeEndToEndLatencyHigh"]
+        )
+        alerts = None
         run_reference(broker.bootstrap, reference, input_topic, args.partitions)
         tasks = read_all(broker.bootstrap, svc.topics["tasks"], args.partitions)
         late = 0
@@ -851,20 +1051,167 @@ def flood(args):
             "tasks_created_after_their_deadline": late,
             "alive": alive,
             **compare(broker.bootstrap, svc, reference, args.partitions),
+            **alert_figures,
             "seconds": round(time.time() - started, 1),
             "logs": logs,
         }
         print(json.dumps(result), flush=True)
-        return nothing_lost(result) and alive and drained_at is not None and result["rss_mib_max"] < args.rss_bound
+        return nothing_lost(result) and alive and alerted and drained_at is not None and result["rss_mib_max"] < args.rss_bound
     finally:
+        if alerts:
+            alerts.stop()
         svc.stop_all()
         reference.stop_all()
         broker.stop()
 
 
+def lifecycle(args):
+    """The task lifecycle under kills: live traffic with short deadlines; officers answer
+    the tasks of half the people (chosen by the chain's first task id) as they arrive and
+    stay silent on the rest; the service is killed at random moments through the traffic
+    and the deadlines. Afterwards every unanswered chain must have had each of its
+    escalation tiers (station desk, then centre) and no answered chain any; repeats are
+    counted."""
+    import threading
+
+    started = time.time()
+    rng = random.Random(args.seed)
+    logs = tempfile.mkdtemp(prefix="dissuade-chaos-lifecycle-")
+    broker = Broker(logs)
+    input_topic = "chaos.input"
+    svc = Service(broker.bootstrap, "lifecycle", logs, input_topic, args.partitions)
+    sla_s, second_s = 30, 15
+    svc.env.update(
+        DISSUADE__LIFECYCLE__ENABLED="true",
+        DISSUADE__LIFECYCLE__SECOND_ESCALATION_AFTER=json.dumps(f"{second_s}s"),
+        DISSUADE__KAFKA__FEEDBACK_TOPIC=json.dumps("lifecycle.feedback"),
+        DISSUADE__KAFKA__FEEDBACK_DLQ_TOPIC=json.dumps("lifecycle.feedback.dlq"),
+        DISSUADE__KAFKA__LIFECYCLE_TOPIC=json.dumps("lifecycle.task-state"),
+        # The killed member's partitions come back within seconds, not the default 45 s.
+        **{"DISSUADE__KAFKA__CONSUMER_PROPERTIES__SESSION.TIMEOUT.MS": '"6000"'},
+        **{f"DISSUADE__DISPATCH__SLA__{level}": json.dumps(f"{sla_s}s") for level in ("LOW", "MEDIUM", "HIGH", "CRITICAL")},
+    )
+    stop = threading.Event()
+    answered, seen_tasks, failures = set(), {}, []
+
+    def root_of(task_id):
+        while seen_tasks.get(task_id, {}).get("upgrade_of"):
+            task_id = seen_tasks[task_id]["upgrade_of"]
+        return task_id
+
+    def officers():
+        """Answers the tasks of every chain whose first task id ends in an even digit."""
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"officers-{uuid.uuid4()}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+        c.subscribe([svc.topics["tasks"]])
+        try:
+            while not stop.is_set():
+                m = c.poll(0.2)
+                if m is None or m.error():
+                    continue
+                t = json.loads(m.value())
+                if t.get("kind") not in ("new", "upgrade") or t["task_id"] in seen_tasks:
+                    continue
+                seen_tasks[t["task_id"]] = t
+                if int(root_of(t["task_id"])[-1], 16) % 2 == 0:
+                    answered.add(t["task_id"])
+                    feedback = {"task_id": t["task_id"], "actor_id": t["assignee"]["id"],
+                                "at": int(time.time() * 1000), "outcome": "reached_in_person"}
+                    p.produce("lifecycle.feedback", key=t["assignee"]["id"], value=json.dumps(feedback))
+                    p.poll(0)
+            p.flush(30)
+        except Exception as e:  # reported, and the drill fails
+            failures.append(repr(e))
+        finally:
+            c.close()
+
+    proc = None
+    try:
+        proc = svc.start()
+        wait_topic(broker.bootstrap, input_topic)
+        wait_topic(broker.bootstrap, svc.topics["tasks"])
+        wait_topic(broker.bootstrap, "lifecycle.feedback")
+        answering = threading.Thread(target=officers, daemon=True)
+        answering.start()
+        events = int(args.lifecycle_rate * args.duration)
+        gen = generate(broker.bootstrap, input_topic, events, args.lifecycle_rate, args.seed, logs)
+        # Kills through the traffic and the deadlines that follow it.
+        span = args.duration + sla_s + second_s
+        moments = sorted(rng.uniform(2, span) for _ in range(args.kills))
+        t0 = time.time()
+        for i, at in enumerate(moments):
+            time.sleep(max(0, at - (time.time() - t0)))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc = svc.start()
+            log(f"kill {i + 1}/{args.kills} at {at:.1f} s")
+        if gen.wait() != 0:
+            sys.exit("chaos: the generator failed (see generate.log)")
+        # Every deadline and second tier has passed, with room for a restore after a kill.
+        time.sleep(max(0, span + 20 - (time.time() - t0)))
+        stop.set()
+        answering.join()
+        alive = proc.poll() is None
+        svc.stop_all()
+        records = [json.loads(v) for v, _ in read_all(broker.bootstrap, svc.topics["tasks"], args.partitions)]
+        tasks = {t["task_id"]: t for t in records if t.get("kind") in ("new", "upgrade")}
+        seen_tasks.update(tasks)
+        escalations = [t for t in records if t.get("kind") == "escalation"]
+        # A chain is its first task and the upgrades of it; its assignee decides its tiers.
+        chains = {}
+        for task_id in tasks:
+            chains.setdefault(root_of(task_id), []).append(tasks[task_id])
+        expected = set()
+        for root, chain in chains.items():
+            if int(root[-1], 16) % 2 == 0:
+                continue
+            last = chain[-1]
+            officer = last["assignee"]["kind"] == "officer"
+            station = isinstance(last.get("grid", {}).get("station_id"), str)
+            for tier in range(1, 3 if officer and station else 2):
+                expected.add((root, tier))
+        got = [(root_of(e["escalation_of"]), e["tier"]) for e in escalations]
+        result = {
+            "drill": "lifecycle",
+            "kills": args.kills,
+            "events": events,
+            "rate": args.lifecycle_rate,
+            "sla_s": sla_s,
+            "second_escalation_after_s": second_s,
+            "tasks": len(tasks),
+            "chains": len(chains),
+            "answered_chains": sum(1 for r in chains if int(r[-1], 16) % 2 == 0),
+            "feedback_sent": len(answered),
+            "escalations_expected": len(expected),
+            "escalations": len(got),
+            "escalations_missing": len(expected - set(got)),
+            "escalations_unexpected": len(set(got) - expected),
+            "escalation_duplicates": len(got) - len(set(got)),
+            "alive": alive,
+            "panics": len(svc.panicked()),
+            **({"officer_failures": failures} if failures else {}),
+            "seconds": round(time.time() - started, 1),
+            "logs": logs,
+        }
+        print(json.dumps(result), flush=True)
+        return (
+            alive
+            and not failures
+            and result["panics"] == 0
+            and result["escalations_expected"] > 0
+            and result["escalations_missing"] == 0
+            and result["escalations_unexpected"] == 0
+        )
+    finally:
+        stop.set()
+        svc.stop_all()
+        broker.stop()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("drills", nargs="*", help="crash, outage, garbage, config, flood (default: all)")
+    p.add_argument("drills", nargs="*", help="crash, outage, garbage, config, flood, lifecycle (default: all)")
     p.add_argument("--backlog", type=int, help="events read back to measure the maximum rate (flood drill)")
     p.add_argument("--flood", type=int, help="seconds of traffic at twice the maximum (flood drill)")
     p.add_argument("--rss-bound", type=float, default=2048, help="MiB the service must stay under in the flood (2048)")
@@ -877,14 +1224,21 @@ def main():
         help="the crash drill's kafka.delivery; with exactly-once, any duplicate fails it",
     )
     p.add_argument("--rate", type=int)
+    p.add_argument("--lifecycle-rate", type=int, default=500, help="events/s of the lifecycle drill (500)")
     p.add_argument("--duration", type=float)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--garbage", type=int)
     p.add_argument("--valid", type=int)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--alert-compression", type=float, default=30,
+        help="each drill runs Prometheus with the shipped alerting rules, every duration "
+        "divided by this (30: `for: 1m` holds 2 s), and reports the alerts that fired; 0: no "
+        "Prometheus",
+    )
     args = p.parse_args()
     sizes = (
-        dict(kills=3, rate=2000, duration=20, garbage=100_000, valid=50_000, outage=30, backlog=30_000, flood=10)
+        dict(kills=3, rate=2000, duration=20, garbage=100_000, valid=50_000, outage=30, backlog=100_000, flood=10)
         if args.short
         else dict(
             kills=20, rate=10_000, duration=120, garbage=1_000_000, valid=200_000, outage=30,
@@ -900,6 +1254,7 @@ def main():
         "garbage": garbage,
         "config": config_faults,
         "flood": flood,
+        "lifecycle": lifecycle,
     }
     drills = args.drills or list(all_drills)
     unknown = set(drills) - set(all_drills)
