@@ -508,9 +508,10 @@ def compare(bootstrap, tested, reference, partitions):
     got_dlq = dead_letter_positions(read_all(bootstrap, tested.topics["dlq"], partitions))
     want_dlq = dead_letter_positions(read_all(bootstrap, reference.topics["dlq"], partitions))
     differences = {}
-    if set(got) != set(want):
-        differences["missing_tasks"] = explain(t for t in want_tasks if t["task_id"] not in set(got))
-        differences["unexpected_tasks"] = explain(t for t in got_tasks if t["task_id"] not in set(want))
+    got_ids, want_ids = set(got), set(want)
+    if got_ids != want_ids:
+        differences["missing_tasks"] = explain(t for t in want_tasks if t["task_id"] not in got_ids)
+        differences["unexpected_tasks"] = explain(t for t in got_tasks if t["task_id"] not in want_ids)
     if set(got_dlq) != set(want_dlq):
         differences["unexpected_dead_letter_kinds"] = tally(
             (k or b"?").decode() for _, _, k in set(got_dlq) - set(want_dlq)

@@ -389,7 +389,9 @@ impl Shared {
             self.commit(consumer, &self.committable(partitions), mode);
             return;
         }
-        if self.fatal.get().is_some() {
+        // Nothing open: a failure aborted it, or the shutdown committed it before leaving the
+        // group (whose revocation comes here last).
+        if self.fatal.get().is_some() || !self.in_transaction.load(Ordering::Acquire) {
             return;
         }
         let result = if drained {
