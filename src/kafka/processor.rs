@@ -1,5 +1,6 @@
 //! The consumer-group service: input topic → pipeline → task topic, bad records → dead-letter
-//! topic, at least once.
+//! topic, at least once; or exactly once with `kafka.delivery = "exactly-once"`, where each
+//! checkpoint commits the outputs and the input offsets in one Kafka transaction.
 //!
 //! One thread polls the consumer and hands each record to a worker chosen by partition, so a
 //! partition's records are processed in order. Workers run the pipeline and produce without
@@ -526,6 +527,17 @@ impl ConsumerContext for ConsumerCtx {
         if !drained {
             warn!(
                 "revocation: outputs not all delivered in time; their records will be redelivered"
+            );
+        }
+        if s.transactional && consumer.assignment_lost() {
+            // The group has given these partitions to another member already (this one's
+            // session ran out): committing their offsets now would race the new owner.
+            s.abort_transaction();
+            s.fatal.set(
+                "exactly-once: the group took this instance's partitions (its session ran \
+                 out); the open transaction was aborted, and a restart resumes from the last \
+                 committed one"
+                    .into(),
             );
         }
         s.checkpoint(consumer, Some(&revoked), CommitMode::Sync, drained);
