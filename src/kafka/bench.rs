@@ -157,6 +157,16 @@ pub struct Machine {
     pub mem_total_mib: f64,
 }
 
+/// The pipeline as `dissuade run` builds it: rules that read caller-side windows take their
+/// caller figures from the by-caller stages, which the processor then starts in front of it,
+/// so that their two hops are measured too.
+fn service_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
+    use anyhow::Context;
+    let (mut pipeline, _) = Pipeline::load(config).context("loading the pipeline")?;
+    pipeline.take_caller_figures_from_records();
+    Ok(pipeline)
+}
+
 /// Reports progress lines (to stderr in the CLI).
 pub type Progress<'a> = &'a mut dyn FnMut(&str);
 
@@ -189,6 +199,8 @@ pub fn run(
     k.task_topic = topic("tasks");
     k.dlq_topic = topic("dlq");
     k.state_topic = topic("state");
+    k.by_caller_topic = topic("by-caller");
+    k.with_caller_figures_topic = topic("with-caller-figures");
     let copy_topic = topic("copy");
     rt.block_on(ensure_topics(
         &k,
@@ -197,7 +209,7 @@ pub fn run(
     ))
     .context("creating the benchmark topics")?;
 
-    let (pipeline, _) = Pipeline::load(config).context("loading the pipeline")?;
+    let pipeline = service_pipeline(config)?;
     let before_preload = rss_mib();
     progress(&format!(
         "preloading {} events into {}",
@@ -257,7 +269,7 @@ pub fn run(
 
     let (latency, baseline_latency) = if opts.latency {
         let rate = opts.rate.unwrap_or(proc.rate / 2.0);
-        let (pipeline, _) = Pipeline::load(config).context("loading the pipeline")?;
+        let pipeline = service_pipeline(config)?;
         let cells = pipeline.cell_table().clone();
         let topics = |tag: &str| {
             let mut kl = k.clone();
@@ -265,6 +277,8 @@ pub fn run(
             kl.task_topic = topic(&format!("{tag}-tasks"));
             kl.dlq_topic = topic(&format!("{tag}-dlq"));
             kl.state_topic = topic(&format!("{tag}-state"));
+            kl.by_caller_topic = topic(&format!("{tag}-by-caller"));
+            kl.with_caller_figures_topic = topic(&format!("{tag}-with-caller-figures"));
             kl.group_id = topic(&format!("{tag}-group"));
             kl
         };
