@@ -7,16 +7,18 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{start_broker, unique};
 use dissuade::kafka::embedded::{EmbeddedBroker, Retention};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 /// Sends `n` records fast enough, with a long linger, that librdkafka packs them into one
 /// batch; returns the offsets the broker gave them.
@@ -637,6 +639,149 @@ async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
 
         // as with Kafka, the stalled producer cannot commit what was aborted
         assert!(stalled.commit_transaction(TXN_TIMEOUT).is_err());
+    })
+    .await;
+}
+
+// Group rebalances: the eager protocol's promise that no member is given a partition before
+// the member that had it has finished revoking it (committing its offsets, in a transaction
+// or not). See docs/embedded-broker/tansu-broker-rebalance-barrier.patch.
+
+/// One member's rebalance step: who, "revoked" (when its revocation ended) or "assigned"
+/// (when its assignment began), and the partitions.
+type RebalanceStep = (String, &'static str, Instant, Vec<i32>);
+
+/// What the members of a group saw of its rebalances, in order.
+#[derive(Clone, Default)]
+struct RebalanceLog(Arc<Mutex<Vec<RebalanceStep>>>);
+
+impl RebalanceLog {
+    fn events(&self) -> Vec<RebalanceStep> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn assigned(&self, who: &str, after: Instant) -> bool {
+        self.events().iter().any(|(w, what, at, parts)| {
+            w == who && *what == "assigned" && *at > after && !parts.is_empty()
+        })
+    }
+}
+
+/// A member that takes `revoke_for` to revoke its partitions (a slow commit).
+struct Member {
+    name: String,
+    revoke_for: Duration,
+    log: RebalanceLog,
+}
+
+impl ClientContext for Member {}
+
+impl ConsumerContext for Member {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            if !parts.is_empty() {
+                std::thread::sleep(self.revoke_for);
+            }
+            let entry = (self.name.clone(), "revoked", Instant::now(), parts);
+            self.log.0.lock().unwrap().push(entry);
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            let entry = (self.name.clone(), "assigned", Instant::now(), parts);
+            self.log.0.lock().unwrap().push(entry);
+        }
+    }
+}
+
+/// Runs a group member on its own thread, polling until `stop`.
+fn run_member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    name: &str,
+    revoke_for: Duration,
+    log: &RebalanceLog,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let context = Member {
+        name: name.into(),
+        revoke_for,
+        log: log.clone(),
+    };
+    let c: BaseConsumer<Member> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("client.id", name)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "100")
+        .create_with_context(context)
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            c.poll(Duration::from_millis(50));
+        }
+    })
+}
+
+fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_member_is_assigned_before_a_slow_member_has_revoked() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("rebalance");
+    create_topic(&bootstrap, &topic, 4).await;
+    blocking(move || {
+        let group = unique("rebalance");
+        let log = RebalanceLog::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let fast = Duration::ZERO;
+        let mut members = vec![run_member(&bootstrap, &group, &topic, "leader", fast, &log, &stop)];
+        wait_for("the leader's assignment", Duration::from_secs(30), || log.assigned("leader", start));
+        members.push(run_member(&bootstrap, &group, &topic, "slow", Duration::from_secs(3), &log, &stop));
+        wait_for("the slow member's assignment", Duration::from_secs(60), || log.assigned("slow", start));
+
+        // A third member joins: the leader revokes at once and rejoins, the slow member
+        // takes three seconds to revoke what it holds.
+        let joined = Instant::now();
+        members.push(run_member(&bootstrap, &group, &topic, "late", fast, &log, &stop));
+        wait_for("the late member's assignment", Duration::from_secs(60), || log.assigned("late", joined));
+        stop.store(true, Ordering::Relaxed);
+        for m in members {
+            m.join().unwrap();
+        }
+
+        let events = log.events();
+        let slow_revoked = events
+            .iter()
+            .find(|(who, what, at, parts)| {
+                who == "slow" && *what == "revoked" && *at > joined && !parts.is_empty()
+            })
+            .map(|e| e.2)
+            .expect("the slow member revoked its partitions");
+        let early: Vec<_> = events
+            .iter()
+            .filter(|(_, what, at, _)| *what == "assigned" && *at > joined && *at < slow_revoked)
+            .map(|(who, _, at, parts)| (who, slow_revoked.duration_since(*at), parts))
+            .collect();
+        assert!(
+            early.is_empty(),
+            "assigned while the slow member was still revoking (who, how early, partitions): {early:?}"
+        );
     })
     .await;
 }

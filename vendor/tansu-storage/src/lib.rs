@@ -13,8 +13,9 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-storage): retention for the
-// memory store, the EndTxn service exported, and aborted transactions for
-// read_committed fetches; see vendor/README.md for provenance and the diff.
+// memory store, the EndTxn service exported, aborted transactions for
+// read_committed fetches, and the generation each group member last joined; see
+// vendor/README.md for provenance and the diff.
 //
 //! Tansu Storage Abstraction
 //!
@@ -860,6 +861,9 @@ impl OffsetStage {
 pub struct GroupMember {
     pub join_response: JoinGroupResponseMember,
     pub last_contact: Option<SystemTime>,
+    /// The generation the member last joined (absent in details stored before it was kept).
+    #[serde(default)]
+    pub joined_generation: Option<i32>,
 }
 
 /// Group State

@@ -13,9 +13,10 @@
 // limitations under the License.
 //
 // Modified by the dissuade project (vendor/tansu-broker): a member's join, sync and
-// heartbeat refresh its last contact before members are checked for a missed session, and
+// heartbeat refresh its last contact before members are checked for a missed session,
 // removing a member for a missed session starts a new generation (a formed group forms
-// again); see vendor/README.md for provenance and the diff.
+// again), and a leader's sync waits until every member has rejoined the generation (the
+// eager protocol's join barrier); see vendor/README.md for provenance and the diff.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -61,6 +62,7 @@ use crate::{Error, METER, Result};
 use super::{Coordinator, OffsetCommit};
 
 const PAUSE_MS: u128 = 3_000;
+const SYNC_BARRIER_POLL_MS: u64 = 20;
 
 static COORDINATOR_REQUESTS: LazyLock<Counter<u64>> = LazyLock::new(|| {
     METER
@@ -218,6 +220,7 @@ where
                             GroupMember {
                                 join_response: member.join_response.clone(),
                                 last_contact: member.last_contact,
+                                joined_generation: member.joined_generation,
                             },
                         )
                     })
@@ -251,6 +254,7 @@ where
                             GroupMember {
                                 join_response: member.join_response.clone(),
                                 last_contact: member.last_contact,
+                                joined_generation: member.joined_generation,
                             },
                         )
                     })
@@ -301,6 +305,7 @@ where
                                 Member {
                                     join_response: member.join_response.clone(),
                                     last_contact: member.last_contact,
+                                    joined_generation: member.joined_generation,
                                 },
                             )
                         })
@@ -333,6 +338,7 @@ where
                             Member {
                                 join_response: member.join_response.clone(),
                                 last_contact: member.last_contact,
+                                joined_generation: member.joined_generation,
                             },
                         )
                     })
@@ -435,6 +441,30 @@ where
             Self::Forming(..) => None,
             Self::Formed(inner) => Some(inner.state.assignments.clone()),
         }
+    }
+
+    /// Whether the leader's sync for `generation_id` must wait: some member has not yet
+    /// joined this generation, so it may still hold (and be committing offsets for)
+    /// partitions of the previous one. Kafka's coordinator holds the join responses until
+    /// every member has rejoined; this coordinator answers joins at once, so the barrier is
+    /// at the sync instead. A waiting leader counts as in contact.
+    fn sync_awaits_rejoin(&mut self, member_id: &str, generation_id: i32, now: SystemTime) -> bool {
+        let Self::Forming(inner) = self else {
+            return false;
+        };
+        if inner.generation_id != generation_id
+            || inner.state.leader.as_deref() != Some(member_id)
+            || !inner.members.contains_key(member_id)
+        {
+            return false;
+        }
+        if let Some(leader) = inner.members.get_mut(member_id) {
+            _ = leader.last_contact.replace(now);
+        }
+        inner
+            .members
+            .values()
+            .any(|member| member.joined_generation != Some(generation_id))
     }
 
     fn missed_heartbeat(self, group_id: &str, now: SystemTime) -> Self {
@@ -904,6 +934,34 @@ where
 
             if group_instance_id.is_none() {
                 original = original.missed_heartbeat(group_id, now);
+            }
+
+            // The leader's sync waits here for the other members to rejoin, re-checking while
+            // their joins and heartbeats (and the removal of those whose session runs out)
+            // go on. Past half a session it answers "rebalance in progress" and the leader
+            // joins again, before its own session could run out.
+            if version.is_some() && original.sync_awaits_rejoin(member_id, generation_id, now) {
+                let waited = started_at.elapsed().unwrap_or_default();
+                let limit = Duration::from_millis(original.session_timeout_ms().max(0) as u64 / 2);
+                let body = (waited >= limit).then(|| {
+                    SyncGroupResponse::default()
+                        .throttle_time_ms(Some(0))
+                        .error_code(ErrorCode::RebalanceInProgress.into())
+                        .protocol_type(original.protocol_type().map(ToOwned::to_owned))
+                        .protocol_name(original.protocol_name().map(ToOwned::to_owned))
+                        .assignment(Bytes::from_static(b""))
+                        .into()
+                });
+                COORDINATOR_REQUESTS.add(1, &[KeyValue::new("method", "sync_awaits_rejoin")]);
+                _ = self.wrappers.lock().map(|mut wrappers| {
+                    wrappers.insert(group_id.to_owned(), (original, version))
+                })?;
+                if let Some(body) = body {
+                    return Ok(body);
+                }
+                sleep(Duration::from_millis(SYNC_BARRIER_POLL_MS)).await;
+                iteration += 1;
+                continue;
             }
 
             let (updated, body) = original
@@ -1689,6 +1747,9 @@ where
 pub struct Member {
     join_response: JoinGroupResponseMember,
     last_contact: Option<SystemTime>,
+    /// The generation this member last joined: a leader's sync waits until every member has
+    /// joined the current one, so none is given a partition another has not yet revoked.
+    joined_generation: Option<i32>,
 }
 
 #[async_trait::async_trait]
@@ -1808,6 +1869,7 @@ where
                         .group_instance_id(group_instance_id.map(|s| s.to_owned()))
                         .metadata(protocol.metadata.clone()),
                     last_contact: Some(now),
+                    joined_generation: None,
                 },
             );
 
@@ -1882,8 +1944,13 @@ where
                         .group_instance_id(group_instance_id.map(|s| s.to_owned()))
                         .metadata(protocol.metadata.clone()),
                     last_contact: Some(now),
+                    joined_generation: None,
                 },
             );
+        }
+
+        if let Some(member) = self.members.get_mut(&member_id) {
+            member.joined_generation = Some(self.generation_id);
         }
 
         debug!(?member_id, ?self.members);
@@ -2363,6 +2430,7 @@ where
                         .group_instance_id(group_instance_id.map(|s| s.to_owned()))
                         .metadata(protocol.metadata.clone()),
                     last_contact: Some(now),
+                    joined_generation: None,
                 },
             );
 
@@ -2404,10 +2472,9 @@ where
         debug!(?member_id, ?self.members);
 
         match self.members.get_mut(&member_id) {
-            Some(Member {
-                join_response: JoinGroupResponseMember { metadata, .. },
-                ..
-            }) if *metadata == protocol.metadata => {
+            Some(member) if member.join_response.metadata == protocol.metadata => {
+                member.joined_generation = Some(self.generation_id);
+
                 debug!(
                     member_metadata = "existing",
                     member_id,
@@ -2450,10 +2517,14 @@ where
                 (state, body)
             }
 
-            Some(Member {
-                join_response: JoinGroupResponseMember { metadata, .. },
-                ..
-            }) => {
+            Some(member) => {
+                let metadata = &mut member.join_response.metadata;
+                member.joined_generation = Some(if group_instance_id.is_none() {
+                    self.generation_id + 1
+                } else {
+                    self.generation_id
+                });
+
                 debug!(
                     member_metadata = if group_instance_id.is_none() {"update"} else { "soft_update"},
                     member_id,
@@ -2533,6 +2604,7 @@ where
                             .group_instance_id(group_instance_id.map(|s| s.to_owned()))
                             .metadata(protocol.metadata.clone()),
                         last_contact: Some(now),
+                        joined_generation: Some(self.generation_id + 1),
                     },
                 );
 
