@@ -785,3 +785,92 @@ async fn no_member_is_assigned_before_a_slow_member_has_revoked() {
     })
     .await;
 }
+
+/// A consumer in `group` subscribed to `topic` (default context).
+fn subscribed(bootstrap: &str, group: &str, topic: &str) -> BaseConsumer {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("heartbeat.interval.ms", "100")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
+/// Polls every member until each holds a share of the partitions.
+fn poll_until_assigned(members: &[&BaseConsumer]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !members.iter().all(|c| c.assignment().unwrap().count() > 0) {
+        assert!(
+            Instant::now() < deadline,
+            "the group never assigned every member"
+        );
+        for c in members {
+            c.poll(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Sends offset `offset` of partition 0 to a transaction under `group`'s metadata and
+/// commits it; the error if the broker refused it (the transaction is then aborted).
+fn commit_offset_in_transaction(
+    p: &BaseProducer,
+    topic: &str,
+    offset: i64,
+    group: &rdkafka::consumer::ConsumerGroupMetadata,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    p.begin_transaction().unwrap();
+    let result = p
+        .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
+        .and_then(|()| p.commit_transaction(TXN_TIMEOUT));
+    if result.is_err() {
+        p.abort_transaction(TXN_TIMEOUT).unwrap();
+    }
+    result
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_sent_for_a_member_that_left_or_rejoined_since_are_fenced() {
+    let broker = start_broker().await;
+    let bootstrap = broker.bootstrap();
+    let topic = unique("txn-group-fence");
+    create_topic(&bootstrap, &topic, 2).await;
+    blocking(move || {
+        let group = unique("txn-group-fence");
+        let first = subscribed(&bootstrap, &group, &topic);
+        poll_until_assigned(&[&first]);
+        let alone = first.group_metadata().unwrap();
+        let p = transactional_producer(&bootstrap, &unique("txn-group-fence"));
+        commit_offset_in_transaction(&p, &topic, 1, &alone).expect("a current member commits");
+
+        // A second member joins: the first rejoins in a new generation, and what it sent
+        // under the old one is refused (it may have lost the partition meanwhile).
+        let second = subscribed(&bootstrap, &group, &topic);
+        poll_until_assigned(&[&first, &second]);
+        let stale = commit_offset_in_transaction(&p, &topic, 2, &alone)
+            .expect_err("the previous generation is fenced");
+        let now = first.group_metadata().unwrap();
+        commit_offset_in_transaction(&p, &topic, 3, &now).expect("the current generation commits");
+
+        // The first member leaves: it is no longer a member at all.
+        drop(first);
+        let gone = commit_offset_in_transaction(&p, &topic, 4, &now)
+            .expect_err("a member that left is fenced");
+
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let committed = second.committed_offsets(tpl, TXN_TIMEOUT).unwrap();
+        assert_eq!(
+            committed.find_partition(&topic, 0).unwrap().offset(),
+            Offset::Offset(3),
+            "only the current members' commits count (stale: {stale}; gone: {gone})"
+        );
+    })
+    .await;
+}

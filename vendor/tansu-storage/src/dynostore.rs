@@ -16,7 +16,8 @@
 // fixes to the fetch path, size/age retention of record batches,
 // ListOffsets(latest) answered with the high watermark, and transactions ended
 // as Kafka ends them (markers, aborted ranges for read_committed, offsets-only
-// transactions, fencing); see vendor/README.md for provenance and the diff.
+// transactions, fencing), and transactional offset commits fenced by group
+// generation and member (KIP-447); see vendor/README.md for provenance and the diff.
 
 //! Dynamic Object Storage engine (S3, memory, ...)
 
@@ -2568,6 +2569,22 @@ impl Storage for DynoStore {
         &self,
         offsets: TxnOffsetCommitRequest,
     ) -> Result<Vec<TxnOffsetCommitResponseTopic>> {
+        // dissuade: KIP-447 fencing. The coordinator writes the group's detail on
+        // every change, so it names the members and the generation each joined.
+        let group = Path::from(format!(
+            "clusters/{}/groups/consumers/{}.json",
+            self.cluster, offsets.group_id,
+        ));
+        if let Ok((detail, _)) = self.get::<GroupDetail>(&group).await
+            && let Some(fenced) = detail.txn_offset_commit_fence(
+                offsets.generation_id.unwrap_or(-1),
+                offsets.member_id.as_deref().unwrap_or_default(),
+            )
+        {
+            debug!(group_id = offsets.group_id, ?fenced);
+            return Self::txn_offset_commit_response_error(&offsets, fenced);
+        }
+
         self.meta
             .with_mut(&self.object_store, |meta| {
                 let Some(transaction) = meta.transactions.get_mut(&offsets.transaction_id) else {

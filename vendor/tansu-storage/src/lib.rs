@@ -14,8 +14,9 @@
 //
 // Modified by the dissuade project (vendor/tansu-storage): retention for the
 // memory store, the EndTxn service exported, aborted transactions for
-// read_committed fetches, and the generation each group member last joined; see
-// vendor/README.md for provenance and the diff.
+// read_committed fetches, and the generation each group member last joined (with
+// which transactional offset commits are fenced, KIP-447); see vendor/README.md for
+// provenance and the diff.
 //
 //! Tansu Storage Abstraction
 //!
@@ -967,6 +968,26 @@ pub struct GroupDetail {
     pub skip_assignment: Option<bool>,
     pub inception: SystemTime,
     pub state: GroupState,
+}
+
+impl GroupDetail {
+    /// The error for a transactional offset commit sent with the group metadata of
+    /// `member_id` in `generation_id`, if it is fenced (KIP-447): a member the group no longer
+    /// has, or one that has joined another generation since, may no longer own the
+    /// partitions. A producer sending no group metadata (generation -1, no member) is not
+    /// checked, as Kafka does for clients from before KIP-447.
+    pub fn txn_offset_commit_fence(&self, generation_id: i32, member_id: &str) -> Option<ErrorCode> {
+        if generation_id < 0 && member_id.is_empty() {
+            return None;
+        }
+        let Some(member) = self.members.get(member_id) else {
+            return Some(ErrorCode::UnknownMemberId);
+        };
+        member
+            .joined_generation
+            .is_some_and(|joined| joined != generation_id)
+            .then_some(ErrorCode::IllegalGeneration)
+    }
 }
 
 impl Default for GroupDetail {
