@@ -202,7 +202,10 @@ impl Service {
         let lifecycle = if config.lifecycle.enabled {
             let options = LifecycleOptions {
                 clock,
-                desks: lifecycle::station_desks(&pipeline.grid()),
+                desks: {
+                    let live = pipeline.clone();
+                    lifecycle::station_desks(move || live.grid())
+                },
             };
             let started = lifecycle::spawn(
                 config,
@@ -226,10 +229,11 @@ impl Service {
         let web_addr = if config.web.listen.is_empty() {
             None
         } else {
+            let live = pipeline.clone();
             match crate::web::serve(
                 config,
                 &bootstrap,
-                &pipeline.grid(),
+                move || live.grid(),
                 metrics.clone(),
                 shutdown.clone(),
             )

@@ -71,7 +71,10 @@ impl Running {
             shutdown.clone(),
             LifecycleOptions {
                 clock: Arc::new(move || now.load(Ordering::SeqCst)),
-                desks: lifecycle::station_desks(&pipeline.grid()),
+                desks: {
+                    let grid = pipeline.grid();
+                    lifecycle::station_desks(move || grid.clone())
+                },
             },
         )
         .expect("lifecycle starts");

@@ -309,3 +309,71 @@ async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser(
         assert!(size > 1000, "{png}: {size} bytes");
     }
 }
+
+/// A roster change applied by a reload reaches the views: the cell's officers are those of
+/// the new roster, without a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reloaded_roster_is_what_the_views_show() {
+    let broker = start_broker().await;
+    let mut cfg = sample_config(&broker.bootstrap(), 1);
+    cfg.web.listen = "127.0.0.1:0".into();
+    cfg.lifecycle.enabled = false;
+    let dir = tempfile::tempdir().unwrap();
+    let roster = dir.path().join("roster.csv");
+    let rows = std::fs::read_to_string(cfg.resolve(&cfg.grid.roster)).unwrap();
+    std::fs::write(&roster, &rows).unwrap();
+    cfg.grid.roster = roster.clone();
+    let centre = token(&mut cfg, "centre", None);
+    create_topics(&cfg).await;
+    let shutdown = CancellationToken::new();
+    let service = Service::start(&cfg, true, shutdown.clone())
+        .await
+        .expect("the service starts");
+    let base = format!("http://{}", service.web_addr.unwrap());
+    let json = [("Content-Type", "application/json")];
+    let (_, head, _) = http(
+        &base,
+        "POST",
+        "/api/session",
+        &json,
+        &format!(r#"{{"token":"{centre}"}}"#),
+    )
+    .await;
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    // The first roster row: its officer is dropped from the file.
+    let first = rows.lines().nth(1).unwrap();
+    let mut fields = first.split(',');
+    let (grid_id, officer) = (fields.next().unwrap(), fields.next().unwrap());
+    let officers = |body: &str| -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["officers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["officer_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let cell = format!("/api/cells/{grid_id}");
+    let (status, _, before) = http(&base, "GET", &cell, &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200, "{before}");
+    assert!(officers(&before).contains(&officer.to_string()), "{before}");
+
+    let kept: Vec<&str> = rows.lines().filter(|l| *l != first).collect();
+    std::fs::write(&roster, kept.join("\n") + "\n").unwrap();
+    service
+        .reload
+        .reload()
+        .await
+        .expect("the new roster is valid");
+    let (status, _, after) = http(&base, "GET", &cell, &[("Cookie", &cookie)], "").await;
+    assert_eq!(status, 200, "{after}");
+    assert!(!officers(&after).contains(&officer.to_string()), "{after}");
+    assert_eq!(officers(&after).len(), officers(&before).len() - 1);
+
+    shutdown.cancel();
+    service.wait().await.expect("the service stops cleanly");
+}

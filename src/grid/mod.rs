@@ -23,6 +23,7 @@
 //! city-wide grid map from district boundaries (`dissuade gen-grid`).
 
 pub mod cell_table;
+mod derived;
 pub mod generate;
 mod geometry;
 mod index;
@@ -32,6 +33,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+pub use derived::GridDerived;
 
 pub use cell_table::CellTable;
 pub use generate::{generate, GenOptions, GeneratedMap};

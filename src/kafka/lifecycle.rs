@@ -43,7 +43,7 @@ use super::offsets::PartitionOffsets;
 use super::store::{self, Changelog, Reader, StoreError};
 use super::{consumer_config, producer_config, KafkaSetupError};
 use crate::config::Config;
-use crate::grid::GridMap;
+use crate::grid::{GridDerived, GridMap};
 use crate::http::Health;
 use crate::lifecycle::{Change, Feedback, Lifecycle, LifecycleSettings, TrackedTask, Transition};
 use crate::metrics::Metrics;
@@ -78,19 +78,25 @@ pub fn group_id(processor_group: &str) -> String {
     format!("{processor_group}.lifecycle")
 }
 
-/// Station id → its duty desk id, from the grid map.
-pub fn station_desks(grid: &GridMap) -> FxHashMap<String, String> {
-    grid.stations()
-        .iter()
-        .map(|s| (s.station_id.clone(), s.duty_desk_id.clone()))
-        .collect()
+/// Station id → its duty desk id, from the grid map in use: after a reload swaps the map,
+/// new tasks escalate to the desks it names.
+pub type StationDesks = GridDerived<FxHashMap<String, String>>;
+
+/// [`StationDesks`] of the map `live` gives (the pipeline's).
+pub fn station_desks(live: impl Fn() -> Arc<GridMap> + Send + Sync + 'static) -> StationDesks {
+    GridDerived::new(live, |grid| {
+        grid.stations()
+            .iter()
+            .map(|s| (s.station_id.clone(), s.duty_desk_id.clone()))
+            .collect()
+    })
 }
 
 /// What the lifecycle edge needs beyond the configuration.
 pub struct LifecycleOptions {
     pub clock: Clock,
     /// Station id → duty desk id ([`station_desks`]).
-    pub desks: FxHashMap<String, String>,
+    pub desks: StationDesks,
 }
 
 type Tracker = Arc<Mutex<PartitionOffsets>>;
@@ -190,7 +196,7 @@ struct Shared {
     restore_timeout: Duration,
     drain_timeout: Duration,
     clock: Clock,
-    desks: FxHashMap<String, String>,
+    desks: StationDesks,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     producer: ThreadedProducer<DeliveryContext>,
@@ -628,8 +634,7 @@ fn on_task_record(s: &Shared, edge: &mut Edge, r: &Record<'_>) {
     task.station_desk = task
         .station_id
         .as_ref()
-        .and_then(|id| s.desks.get(id))
-        .cloned();
+        .and_then(|id| s.desks.current().0.get(id).cloned());
     let transitions = part.lifecycle.on_task(task);
     emit(
         s,

@@ -1,7 +1,6 @@
 //! The routes of docs/web.md: sign-in, the area's map, tasks, cells and figures, live
 //! changes as server-sent events, and officers' feedback written to the feedback topic.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +29,7 @@ use crate::task::TaskId;
 
 use super::auth::{self, Scope, Session, Sessions, Tokens};
 use super::board::{Board, Entry, State as TaskState, TaskView};
-use super::map::GridShapes;
+use super::views::{GridSource, GridViews};
 
 /// Content-Security-Policy of every answer: the pages' own files only, no inline code.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -54,19 +53,13 @@ pub struct OfficerInfo {
 /// What the routes share.
 pub struct Web {
     pub board: Arc<Mutex<Board>>,
-    pub shapes: GridShapes,
+    pub grid: GridSource,
     pub tokens: Tokens,
     pub sessions: Sessions,
     pub changes: broadcast::Sender<TaskId>,
     pub producer: FutureProducer,
     pub feedback_topic: String,
-    /// Station id → (name, duty desk id).
-    pub stations: HashMap<String, (String, String)>,
     pub centre_desk: String,
-    /// Grid id → its roster.
-    pub rosters: HashMap<String, Vec<OfficerInfo>>,
-    /// Officer id → (name, station id).
-    pub officers: HashMap<String, (String, String)>,
     pub secure_cookie: bool,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
@@ -201,9 +194,22 @@ impl Web {
         Ok((id, s))
     }
 
-    fn officer_station(&self, scope: &Scope) -> Option<&str> {
+    /// The grid as the views show it now. When a reload has swapped the grid map, the board
+    /// takes the new stations' districts too.
+    fn views(&self) -> Arc<GridViews> {
+        let (views, rebuilt) = self.grid.current();
+        if rebuilt {
+            self.board
+                .lock()
+                .expect("board lock")
+                .set_districts(views.districts.clone());
+        }
+        views
+    }
+
+    fn officer_station(&self, scope: &Scope) -> Option<String> {
         match scope {
-            Scope::Officer(o) => self.officers.get(o).map(|(_, s)| s.as_str()),
+            Scope::Officer(o) => self.views().officer_station(o).map(str::to_string),
             _ => None,
         }
     }
@@ -213,6 +219,7 @@ impl Web {
         match scope {
             Scope::Centre => self.centre_desk.clone(),
             Scope::Station(s) => self
+                .views()
                 .stations
                 .get(s)
                 .map(|(_, desk)| desk.clone())
@@ -265,21 +272,23 @@ async fn sign_out(State(w): State<Shared>, headers: HeaderMap) -> Result<Respons
 
 async fn me(State(w): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, s) = w.session(&headers)?;
+    let views = w.views();
     let (name, stations): (String, Vec<String>) = match &s.scope {
         Scope::Centre => ("anti-fraud centre".into(), {
-            let mut all: Vec<String> = w.stations.keys().cloned().collect();
+            let mut all: Vec<String> = views.stations.keys().cloned().collect();
             all.sort();
             all
         }),
         Scope::Station(id) => (
-            w.stations
+            views
+                .stations
                 .get(id)
                 .map(|(n, _)| n.clone())
                 .unwrap_or_default(),
             vec![id.clone()],
         ),
         Scope::Officer(id) => {
-            let (n, st) = w.officers.get(id).cloned().unwrap_or_default();
+            let (n, st) = views.officers.get(id).cloned().unwrap_or_default();
             (n, vec![st])
         }
     };
@@ -298,9 +307,10 @@ async fn grid(State(w): State<Shared>, headers: HeaderMap) -> Result<Response, A
     let station = match &s.scope {
         Scope::Centre => None,
         Scope::Station(st) => Some(st.clone()),
-        Scope::Officer(_) => w.officer_station(&s.scope).map(str::to_string),
+        Scope::Officer(_) => w.officer_station(&s.scope),
     };
-    let view = w
+    let views = w.views();
+    let view = views
         .shapes
         .view(|c| station.as_deref().is_none_or(|st| c.station_id == st));
     Ok(Json(view).into_response())
@@ -402,11 +412,15 @@ async fn cell(
     Path(grid_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let (_, s) = w.session(&headers)?;
-    let station = w.shapes.station_of(&grid_id).ok_or(ApiError::NotFound)?;
+    let views = w.views();
+    let station = views
+        .shapes
+        .station_of(&grid_id)
+        .ok_or(ApiError::NotFound)?;
     let allowed = match &s.scope {
         Scope::Centre => true,
         Scope::Station(st) => st == station,
-        Scope::Officer(_) => w.officer_station(&s.scope) == Some(station),
+        Scope::Officer(_) => w.officer_station(&s.scope).as_deref() == Some(station),
     };
     if !allowed {
         return Err(ApiError::NotFound);
@@ -442,7 +456,7 @@ async fn cell(
         "grid_id": grid_id,
         "name": name,
         "station_id": station,
-        "officers": w.rosters.get(&grid_id).cloned().unwrap_or_default(),
+        "officers": views.rosters.get(&grid_id).cloned().unwrap_or_default(),
         "tasks": open,
         "recent": recent,
     }))
@@ -451,11 +465,12 @@ async fn cell(
 
 async fn figures(State(w): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let (_, s) = w.session(&headers)?;
+    let station = w.officer_station(&s.scope);
     let f = w
         .board
         .lock()
         .expect("board lock")
-        .figures(&s.scope, w.officer_station(&s.scope));
+        .figures(&s.scope, station.as_deref());
     Ok(Json(f).into_response())
 }
 
@@ -475,7 +490,8 @@ async fn events(
                 let event = tokio::select! {
                     _ = w.shutdown.cancelled() => return None,
                     _ = ticker.tick() => {
-                        let f = w.board.lock().expect("board lock").figures(&scope, w.officer_station(&scope));
+                        let station = w.officer_station(&scope);
+                        let f = w.board.lock().expect("board lock").figures(&scope, station.as_deref());
                         Event::default().event("figures").json_data(f).ok()
                     }
                     got = rx.recv() => match got {

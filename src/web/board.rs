@@ -225,6 +225,11 @@ impl Board {
         }
     }
 
+    /// Station id → district code, after a reload changed the stations.
+    pub fn set_districts(&mut self, districts: HashMap<String, String>) {
+        self.districts = districts;
+    }
+
     pub fn len(&self) -> usize {
         self.tasks.len()
     }

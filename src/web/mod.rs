@@ -1,14 +1,15 @@
 //! The duty desk's and the officers' views in the browser (docs/web.md): [`board`] is the
 //! read model of the task and feedback topics, [`feed`] keeps it current, [`map`] draws the
-//! grid, [`auth`] decides who sees what, and [`api`] serves the pages and their JSON.
+//! grid, [`views`] keeps what the views take from the grid current across reloads, [`auth`]
+//! decides who sees what, and [`api`] serves the pages and their JSON.
 
 pub mod api;
 pub mod auth;
 pub mod board;
 mod feed;
 pub mod map;
+pub mod views;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -22,10 +23,9 @@ use crate::config::Config;
 use crate::grid::GridMap;
 use crate::metrics::Metrics;
 
-use api::{OfficerInfo, Web};
+use api::Web;
 use auth::{Sessions, TokenError, Tokens};
 use board::Board;
-use map::GridShapes;
 
 #[derive(Debug, Error)]
 pub enum WebError {
@@ -41,53 +41,22 @@ pub enum WebError {
 }
 
 /// Starts the views on `config.web.listen` (which must not be empty): returns the bound
-/// address. They stop when `shutdown` is cancelled.
+/// address. `grid` gives the grid map in use (a reload may swap it). They stop when
+/// `shutdown` is cancelled.
 pub async fn serve(
     config: &Config,
     bootstrap: &str,
-    grid: &GridMap,
+    grid: impl Fn() -> Arc<GridMap> + Send + Sync + 'static,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, WebError> {
-    let tokens = Tokens::new(&config.web.tokens, grid)?;
+    let grid = views::grid_source(grid);
+    let tokens = Tokens::new(&config.web.tokens, &grid.grid())?;
     if tokens.is_empty() {
         warn!("web.tokens is empty: the views are served but nobody can sign in (`dissuade token` makes one)");
     }
-    let stations: HashMap<String, (String, String)> = grid
-        .stations()
-        .iter()
-        .map(|s| {
-            (
-                s.station_id.clone(),
-                (s.name.clone(), s.duty_desk_id.clone()),
-            )
-        })
-        .collect();
-    let districts = grid
-        .stations()
-        .iter()
-        .map(|s| (s.station_id.clone(), s.district_code.clone()))
-        .collect();
-    let mut rosters = HashMap::new();
-    let mut officers = HashMap::new();
-    for (i, c) in grid.cells().iter().enumerate() {
-        let station = grid.station_of(i).station_id.clone();
-        let roster: Vec<OfficerInfo> = grid
-            .roster(i)
-            .iter()
-            .map(|o| {
-                officers
-                    .entry(o.officer_id.clone())
-                    .or_insert_with(|| (o.name.clone(), station.clone()));
-                OfficerInfo {
-                    officer_id: o.officer_id.clone(),
-                    name: o.name.clone(),
-                    role: o.role.as_str(),
-                }
-            })
-            .collect();
-        rosters.insert(c.grid_id.clone(), roster);
-    }
+    let (views, _) = grid.current();
+    let districts = views.districts.clone();
     let now = chrono::Utc::now().timestamp_millis();
     let board = Arc::new(Mutex::new(Board::new(now, districts)));
     let (changes, _) = broadcast::channel(4096);
@@ -103,20 +72,17 @@ pub async fn serve(
         crate::kafka::producer_config(&config.kafka, bootstrap).create()?;
     let web = Arc::new(Web {
         board,
-        shapes: GridShapes::new(grid),
+        grid,
         tokens,
         sessions: Sessions::new(config.web.session_ttl),
         changes,
         producer,
         feedback_topic: config.kafka.feedback_topic.clone(),
-        stations,
         centre_desk: config
             .lifecycle
             .centre_desk
             .clone()
             .unwrap_or_else(|| config.dispatch.fallback_desk.clone()),
-        rosters,
-        officers,
         secure_cookie: config.web.secure_cookie,
         metrics,
         shutdown: shutdown.clone(),
