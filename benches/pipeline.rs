@@ -479,7 +479,7 @@ fn whole_pipeline(c: &mut Criterion) {
     // on every event, as the processor does.
     let mut cfg = config();
     cfg.rules.shadow = Some(cfg.rules.path.clone());
-    let (mut shadowed, _) = Pipeline::load(&cfg).expect("sample pipeline loads");
+    let (shadowed, _) = Pipeline::load(&cfg).expect("sample pipeline loads");
     let shadow = Shadow::load(&cfg, &shadowed)
         .expect("shadow loads")
         .expect("configured");
@@ -489,7 +489,8 @@ fn whole_pipeline(c: &mut Criterion) {
         b.iter(cycle(&events, |e| {
             out.clear();
             let outcome = shadowed.process(black_box(e), 0, now_ms, &mut out);
-            let shadow = shadowed.shadow().expect("set");
+            let shadow = shadowed.shadow();
+            let shadow = shadow.as_ref().expect("set");
             black_box(shadow.observe(&shadowed, &outcome, e, 0, now_ms, &mut scratch));
         }))
     });

@@ -920,6 +920,14 @@ impl Metrics {
         self.shadow_info.with_label_values(&[version]).set(1);
     }
 
+    /// Shows the shadow rule set that replaced `before`.
+    pub fn shadow_replaced(&self, before: Option<&str>, version: &str) {
+        if let Some(before) = before.filter(|b| *b != version) {
+            let _ = self.shadow_info.remove_label_values(&[before]);
+        }
+        self.shadow_started(version);
+    }
+
     /// Counts one event the shadow rules scored.
     pub fn shadow_event(&self, difference: crate::shadow::Difference) {
         self.shadow_events[difference as usize].inc();

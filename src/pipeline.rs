@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use thiserror::Error;
 
 use crate::config::{Config, DispatchConfig, InputConfig, ScriptsConfig};
@@ -206,8 +206,8 @@ pub struct Pipeline {
     caller_figures_in_records: bool,
     dispatch: DispatchConfig,
     scripts: ScriptsConfig,
-    /// Candidate rules scored beside these, making nothing.
-    shadow: Option<Box<crate::shadow::Shadow>>,
+    /// Candidate rules scored beside these, making nothing; a reload may replace them.
+    shadow: ArcSwapOption<crate::shadow::Shadow>,
 }
 
 impl Pipeline {
@@ -235,7 +235,7 @@ impl Pipeline {
             caller_figures_in_records: false,
             dispatch,
             scripts,
-            shadow: None,
+            shadow: ArcSwapOption::empty(),
         }
     }
 
@@ -262,13 +262,15 @@ impl Pipeline {
         Ok((pipeline, warnings))
     }
 
-    /// Scores `shadow`'s rules beside these (see [`crate::shadow`]).
-    pub fn set_shadow(&mut self, shadow: crate::shadow::Shadow) {
-        self.shadow = Some(Box::new(shadow));
+    /// Scores `shadow`'s rules beside these from the next event on (see [`crate::shadow`]),
+    /// in place of any before.
+    pub fn set_shadow(&self, shadow: crate::shadow::Shadow) {
+        self.shadow.store(Some(Arc::new(shadow)));
     }
 
-    pub fn shadow(&self) -> Option<&crate::shadow::Shadow> {
-        self.shadow.as_deref()
+    /// The shadow rules, if any (a guard: cheap to take per event).
+    pub fn shadow(&self) -> arc_swap::Guard<Option<Arc<crate::shadow::Shadow>>> {
+        self.shadow.load()
     }
 
     /// The live set (a snapshot: a reload does not change it under the caller).

@@ -15,6 +15,9 @@
 //! Changes made through the lists topic are kept across a reload
 //! ([`crate::pipeline::Pipeline::install`]).
 //!
+//! The shadow rule file (`rules.shadow`), when shadow rules run, is watched beside them and
+//! replaced on its own ([`Reloader::reload_shadow`]).
+//!
 //! Triggers: a change to one of the files (checked every `rules.watch_interval` by size and
 //! modification time, so an editor's save, a `mv` into place and a Kubernetes ConfigMap
 //! update are all seen), SIGHUP, [`ReloadHandle::reload`], and a rule file published on the
@@ -91,6 +94,18 @@ pub struct Reloader {
     /// The last valid rule file published on the rules topic: once one has arrived, it is
     /// the rules, and the rules file is no longer read.
     published: Option<Published>,
+    /// The shadow rule file (`rules.shadow`) when shadow rules run, with its stamp and the
+    /// digest of the bytes the running shadow was read from.
+    shadow: Option<(PathBuf, Stamps, u64)>,
+}
+
+/// What a look at the shadow rule file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowReloaded {
+    /// The new candidate runs from the next event on, its comparison started afresh.
+    Replaced { version: String },
+    /// The file is not a valid rule file: the running candidate stays.
+    Invalid { error: String },
 }
 
 /// The rules a service starts on: the latest valid rule file published on the rules topic
@@ -137,13 +152,62 @@ impl Reloader {
         published: Option<Published>,
     ) -> Reloader {
         let files = watched_files(&config, &pipeline.rules(), published.is_some());
+        let shadow = config
+            .rules
+            .shadow
+            .as_ref()
+            .filter(|_| pipeline.shadow().is_some())
+            .map(|path| {
+                let file = [config.resolve(path)];
+                (file[0].clone(), stamp(&file), digest(&file, None))
+            });
         Reloader {
             stamps: stamp(&files),
             digest: digest(&files, published.as_ref()),
             published,
+            shadow,
             config,
             pipeline,
             metrics,
+        }
+    }
+
+    /// Reads the shadow rule file again when it changed (`force`: whatever its stamp says,
+    /// as on SIGHUP) and, when its rules are valid, runs them in place of the shadow rules
+    /// before; `None` when no shadow rules run or the file is unchanged. The shadow's
+    /// windows and open tasks start empty again, as at a start. An invalid candidate is
+    /// logged and the one before keeps running: it is the analysts' draft, not the service's
+    /// configuration, so it does not touch `dissuade_config_last_reload_successful`.
+    pub fn reload_shadow(&mut self, force: bool) -> Option<ShadowReloaded> {
+        let (path, stamps, digest_before) = self.shadow.as_mut()?;
+        let file = [path.clone()];
+        let now = stamp(&file);
+        if !force && now == *stamps {
+            return None;
+        }
+        *stamps = now;
+        let bytes = digest(&file, None);
+        if bytes == *digest_before {
+            return None;
+        }
+        match crate::shadow::Shadow::load(&self.config, &self.pipeline) {
+            Ok(Some(shadow)) => {
+                *digest_before = bytes;
+                let version = shadow.version();
+                let before = self.pipeline.shadow().as_ref().map(|s| s.version());
+                self.pipeline.set_shadow(shadow);
+                self.metrics.shadow_replaced(before.as_deref(), &version);
+                info!(version, "shadow rules: the candidate file changed; the new candidate runs, its comparison starts afresh");
+                Some(ShadowReloaded::Replaced { version })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                *digest_before = bytes;
+                warn!(error = %e, "shadow rules: the candidate file is not valid; the candidate before it keeps running");
+                Some(ShadowReloaded::Invalid {
+                    error: e.to_string(),
+                })
+            }
         }
     }
 
@@ -354,6 +418,7 @@ pub fn spawn(reloader: Reloader, shutdown: CancellationToken) -> ReloadHandle {
                 if let Some(p) = published {
                     return Some(r.publish(p).map_err(|e| e.to_string()));
                 }
+                r.reload_shadow(!check_files);
                 if check_files && !r.files_changed() {
                     return None;
                 }

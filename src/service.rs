@@ -164,7 +164,7 @@ impl Service {
                 app = app.route(
                     "/shadow",
                     axum::routing::get(move || async move {
-                        axum::Json(pipeline.shadow().map(Shadow::report))
+                        axum::Json(pipeline.shadow().as_ref().map(|s| s.report()))
                     }),
                 );
             }

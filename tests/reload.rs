@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dissuade::reload::Reloaded;
+use dissuade::reload::{Reloaded, ShadowReloaded};
 use dissuade::rules::RuleSet;
 use rdkafka::message::Message;
 
@@ -419,4 +419,58 @@ async fn http_get(url: &str) -> String {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_string()
+}
+
+/// The shadow rule file is watched beside the live set: an edited candidate replaces the
+/// running one (its version shows it), an invalid one is refused with its line and the
+/// candidate before it keeps running, and the live set is not touched either way.
+#[test]
+fn an_edited_shadow_file_replaces_the_candidate_and_an_invalid_one_keeps_it() {
+    let mut cfg = sample_config("127.0.0.1:9", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let candidate = sample_rules_edited(dir.path(), |r| r);
+    cfg.rules.shadow = Some(candidate.clone());
+    let (pipeline, _) = dissuade::pipeline::Pipeline::load(&cfg).unwrap();
+    let shadow = dissuade::shadow::Shadow::load(&cfg, &pipeline)
+        .unwrap()
+        .expect("a shadow is configured");
+    let first = shadow.version();
+    pipeline.set_shadow(shadow);
+    let pipeline = std::sync::Arc::new(pipeline);
+    let live = pipeline.rules().version().to_owned();
+    let metrics = std::sync::Arc::new(dissuade::metrics::Metrics::new(
+        &pipeline.rules(),
+        pipeline.grid().cells().len(),
+    ));
+    let mut reloader =
+        dissuade::reload::Reloader::new(cfg.clone(), pipeline.clone(), metrics.clone(), None);
+    let shadow_version = || pipeline.shadow().as_ref().unwrap().version();
+
+    assert_eq!(reloader.reload_shadow(true), None, "unchanged bytes");
+    let shipped = std::fs::read_to_string(&candidate).unwrap();
+    std::fs::write(&candidate, format!("{shipped}{ELDERLY_RULE}")).unwrap();
+    let Some(ShadowReloaded::Replaced { version }) = reloader.reload_shadow(true) else {
+        panic!("the edited candidate was not taken");
+    };
+    assert_ne!(version, first);
+    assert_eq!(shadow_version(), version);
+    assert!(metrics.render().contains(&format!(
+        "dissuade_shadow_rules_info{{version=\"{version}\"}} 1"
+    )));
+
+    std::fs::write(
+        &candidate,
+        format!("{shipped}\n[[rule]]\nid = \"broken\"\n"),
+    )
+    .unwrap();
+    let Some(ShadowReloaded::Invalid { error }) = reloader.reload_shadow(true) else {
+        panic!("the invalid candidate was not refused");
+    };
+    assert!(error.contains("rules.toml") && error.contains("broken"), "{error}");
+    assert_eq!(shadow_version(), version, "the candidate before stays");
+    assert_eq!(
+        pipeline.rules().version(),
+        live,
+        "the live set is not touched"
+    );
 }

@@ -1096,7 +1096,7 @@ fn process_record(shared: &Shared, r: &Record, buffers: [&mut Vec<u8>; 3], timed
             .process_timed(payload, key, figures, r.partition, now, buf, &mut NoTimer)
     };
     metrics.record(&outcome);
-    if let Some(shadow) = shared.pipeline.shadow() {
+    if let Some(shadow) = &*shared.pipeline.shadow() {
         if let Some(d) = shadow.observe(
             &shared.pipeline,
             &outcome,
