@@ -466,7 +466,10 @@ fn an_edited_shadow_file_replaces_the_candidate_and_an_invalid_one_keeps_it() {
     let Some(ShadowReloaded::Invalid { error }) = reloader.reload_shadow(true) else {
         panic!("the invalid candidate was not refused");
     };
-    assert!(error.contains("rules.toml") && error.contains("broken"), "{error}");
+    assert!(
+        error.contains("rules.toml") && error.contains("broken"),
+        "{error}"
+    );
     assert_eq!(shadow_version(), version, "the candidate before stays");
     assert_eq!(
         pipeline.rules().version(),
