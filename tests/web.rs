@@ -100,6 +100,21 @@ async fn http(
     (status, head.to_string(), body.to_string())
 }
 
+/// Signs in with `token`: the answer's head and the session cookie.
+async fn sign_in(base: &str, token: &str) -> (String, String) {
+    let json = [("Content-Type", "application/json")];
+    let body = format!(r#"{{"token":"{token}"}}"#);
+    let (status, head, _) = http(base, "POST", "/api/session", &json, &body).await;
+    assert_eq!(status, 204, "{head}");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    (head, cookie)
+}
+
 /// Changes from another origin, or without the session's CSRF token, are refused even with
 /// a valid session cookie; the same change from the service's own origin goes through the
 /// check (and fails later, for the unknown task).
@@ -121,27 +136,13 @@ async fn a_change_from_another_origin_or_without_the_csrf_token_is_refused() {
     let json = [("Content-Type", "application/json")];
     let (status, _, _) = http(&base, "POST", "/api/session", &json, r#"{"token":"wrong"}"#).await;
     assert_eq!(status, 401);
-    let (status, head, _) = http(
-        &base,
-        "POST",
-        "/api/session",
-        &json,
-        &format!(r#"{{"token":"{centre}"}}"#),
-    )
-    .await;
-    assert_eq!(status, 204);
+    let (head, cookie) = sign_in(&base, &centre).await;
     assert!(head.contains("HttpOnly; SameSite=Strict"), "{head}");
     assert!(
         head.to_lowercase()
             .contains("content-security-policy: default-src 'self'; script-src 'self'"),
         "{head}"
     );
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
     let (status, _, me) = http(&base, "GET", "/api/me", &[("Cookie", &cookie)], "").await;
     assert_eq!(status, 200);
     let csrf = serde_json::from_str::<serde_json::Value>(&me).unwrap()["csrf"]
@@ -330,21 +331,7 @@ async fn a_reloaded_roster_is_what_the_views_show() {
         .await
         .expect("the service starts");
     let base = format!("http://{}", service.web_addr.unwrap());
-    let json = [("Content-Type", "application/json")];
-    let (_, head, _) = http(
-        &base,
-        "POST",
-        "/api/session",
-        &json,
-        &format!(r#"{{"token":"{centre}"}}"#),
-    )
-    .await;
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+    let (_, cookie) = sign_in(&base, &centre).await;
     // The first roster row: its officer is dropped from the file.
     let first = rows.lines().nth(1).unwrap();
     let mut fields = first.split(',');
