@@ -100,6 +100,18 @@ async fn http(
     (status, head.to_string(), body.to_string())
 }
 
+/// Creates `cfg`'s topics and starts the service with its views: the service, what stops
+/// it, and the views' base URL.
+async fn start_with_views(cfg: &Config) -> (Service, CancellationToken, String) {
+    create_topics(cfg).await;
+    let shutdown = CancellationToken::new();
+    let service = Service::start(cfg, true, shutdown.clone())
+        .await
+        .expect("the service starts");
+    let base = format!("http://{}", service.web_addr.expect("views served"));
+    (service, shutdown, base)
+}
+
 /// Signs in with `token`: the answer's head and the session cookie.
 async fn sign_in(base: &str, token: &str) -> (String, String) {
     let json = [("Content-Type", "application/json")];
@@ -125,12 +137,7 @@ async fn a_change_from_another_origin_or_without_the_csrf_token_is_refused() {
     cfg.web.listen = "127.0.0.1:0".into();
     cfg.lifecycle.enabled = false;
     let centre = token(&mut cfg, "centre", None);
-    create_topics(&cfg).await;
-    let shutdown = CancellationToken::new();
-    let service = Service::start(&cfg, true, shutdown.clone())
-        .await
-        .expect("the service starts");
-    let base = format!("http://{}", service.web_addr.unwrap());
+    let (service, shutdown, base) = start_with_views(&cfg).await;
     let host = base.trim_start_matches("http://").to_string();
 
     let json = [("Content-Type", "application/json")];
@@ -224,13 +231,7 @@ async fn desks_and_officers_see_their_area_live_and_close_the_loop_in_a_browser(
     let other_token = token(&mut cfg, "station", Some(STATION_B));
     let officer_token = token(&mut cfg, "officer", Some(&officer));
     let centre_token = token(&mut cfg, "centre", None);
-    create_topics(&cfg).await;
-
-    let shutdown = CancellationToken::new();
-    let service = Service::start(&cfg, true, shutdown.clone())
-        .await
-        .expect("the service starts");
-    let base = format!("http://{}", service.web_addr.expect("views served"));
+    let (service, shutdown, base) = start_with_views(&cfg).await;
 
     // Two people at risk in station A's first cell, one in station B's.
     let cell_b = format!("{STATION_B}-001");
@@ -325,12 +326,7 @@ async fn a_reloaded_roster_is_what_the_views_show() {
     std::fs::write(&roster, &rows).unwrap();
     cfg.grid.roster = roster.clone();
     let centre = token(&mut cfg, "centre", None);
-    create_topics(&cfg).await;
-    let shutdown = CancellationToken::new();
-    let service = Service::start(&cfg, true, shutdown.clone())
-        .await
-        .expect("the service starts");
-    let base = format!("http://{}", service.web_addr.unwrap());
+    let (service, shutdown, base) = start_with_views(&cfg).await;
     let (_, cookie) = sign_in(&base, &centre).await;
     // The first roster row: its officer is dropped from the file.
     let first = rows.lines().nth(1).unwrap();

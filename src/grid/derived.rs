@@ -2,17 +2,26 @@
 //! away from the pipeline (the views, the lifecycle's station desks): a reload swaps the
 //! pipeline's map, and each is rebuilt on its next use.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::GridMap;
 
 type Live = Box<dyn Fn() -> Arc<GridMap> + Send + Sync>;
 
+/// A value and the map it was derived from.
+struct Built<T> {
+    grid: Arc<GridMap>,
+    value: Arc<T>,
+}
+
 /// `T` derived from the grid map that `live` gives, rebuilt when that map is another one.
+/// Reading it takes no lock (the lifecycle reads it for every task).
 pub struct GridDerived<T> {
     live: Live,
     derive: fn(&GridMap) -> T,
-    built: Mutex<(Arc<GridMap>, Arc<T>)>,
+    built: ArcSwap<Built<T>>,
 }
 
 impl<T> GridDerived<T> {
@@ -25,20 +34,23 @@ impl<T> GridDerived<T> {
         GridDerived {
             live: Box::new(live),
             derive,
-            built: Mutex::new((grid, value)),
+            built: ArcSwap::from_pointee(Built { grid, value }),
         }
     }
 
     /// The value for the map in use now, and whether this call rebuilt it (a reload swapped
-    /// the map since the last call).
+    /// the map since the last call; two callers at once may both rebuild, to the same value).
     pub fn current(&self) -> (Arc<T>, bool) {
         let grid = (self.live)();
-        let mut built = self.built.lock().expect("grid-derived lock");
-        if Arc::ptr_eq(&built.0, &grid) {
-            return (built.1.clone(), false);
+        let built = self.built.load();
+        if Arc::ptr_eq(&built.grid, &grid) {
+            return (built.value.clone(), false);
         }
         let value = Arc::new((self.derive)(&grid));
-        *built = (grid, value.clone());
+        self.built.store(Arc::new(Built {
+            grid,
+            value: value.clone(),
+        }));
         (value, true)
     }
 

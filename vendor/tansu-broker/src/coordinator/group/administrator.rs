@@ -452,15 +452,14 @@ where
         let Self::Forming(inner) = self else {
             return false;
         };
-        if inner.generation_id != generation_id
-            || inner.state.leader.as_deref() != Some(member_id)
-            || !inner.members.contains_key(member_id)
+        if inner.generation_id != generation_id || inner.state.leader.as_deref() != Some(member_id)
         {
             return false;
         }
-        if let Some(leader) = inner.members.get_mut(member_id) {
-            _ = leader.last_contact.replace(now);
-        }
+        let Some(leader) = inner.members.get_mut(member_id) else {
+            return false;
+        };
+        _ = leader.last_contact.replace(now);
         inner
             .members
             .values()
