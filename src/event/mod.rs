@@ -11,6 +11,8 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
+mod scan;
+
 use crate::phone::{self, PhoneError};
 use crate::privacy::{mask_digits, mask_phone};
 
@@ -167,6 +169,7 @@ impl EventError {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct RawEvent<'a> {
     #[serde(borrow)]
     event_id: Cow<'a, str>,
@@ -216,9 +219,9 @@ impl<'a> Event<'a> {
         }
         // One UTF-8 check of the whole record, then a parser that trusts it: reading the
         // bytes checks every string on its own, a tenth of the cost of decoding an event.
-        let parsed = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|text| serde_json::from_str::<RawEvent<'a>>(text).ok());
+        let parsed = std::str::from_utf8(bytes).ok().and_then(|text| {
+            scan::raw_event(text).or_else(|| serde_json::from_str::<RawEvent<'a>>(text).ok())
+        });
         let Some(raw) = parsed else {
             return Err(explain_decode_failure(bytes));
         };
