@@ -31,7 +31,7 @@ use dissuade::pipeline::{Action, Live, Outcome, Pipeline};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
 use dissuade::shadow::Shadow;
 use dissuade::synth::{Synth, SynthConfig};
-use dissuade::task::{Assignee, GridRef, Notify, Reason, Task, TaskId, Victim};
+use dissuade::task::{GridRef, Reason, Scripts, Task, TaskId, Victim};
 
 /// Synthetic events per prepared batch.
 const EVENTS: usize = 100_000;
@@ -364,7 +364,7 @@ fn dispatch(c: &mut Criterion) {
 
 fn encode(c: &mut Criterion) {
     let pipeline = sample_pipeline();
-    let cfg = config();
+    let scripts = Scripts::new(&config().scripts);
     let payloads = synthetic_events(&pipeline, EVENTS);
     let live = pipeline.live();
     let (rules, grid) = (&live.rules, &live.grid);
@@ -387,7 +387,7 @@ fn encode(c: &mut Criterion) {
         let mut total = 0;
         for (e, s, cell) in &risky {
             out.clear();
-            task(&live, &cfg, e, s, *cell).encode_into(&mut out);
+            task(&live, &scripts, e, s, *cell).encode_into(&mut out);
             total += out.len();
         }
         total / risky.len()
@@ -395,7 +395,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function(format!("task_{bytes}B"), |b| {
         b.iter(cycle(&risky, |(e, s, cell)| {
             out.clear();
-            task(&live, &cfg, e, s, *cell).encode_into(&mut out);
+            task(&live, &scripts, e, s, *cell).encode_into(&mut out);
             black_box(out.len())
         }))
     });
@@ -406,7 +406,7 @@ fn encode(c: &mut Criterion) {
 /// including rendering the reasons.
 fn task<'a>(
     live: &'a Live,
-    cfg: &'a Config,
+    scripts: &'a Scripts,
     e: &'a Event<'a>,
     s: &dissuade::rules::Score,
     cell: usize,
@@ -415,7 +415,7 @@ fn task<'a>(
     let grid = &live.grid;
     let c = grid.cell(cell);
     let station = grid.station_of(cell);
-    let officer = grid.community_officer(cell);
+    let recipients = live.recipients.of(grid, cell);
     Task {
         task_id: TaskId::for_event(&e.event_id, &e.callee_number),
         event_id: &e.event_id,
@@ -448,15 +448,10 @@ fn task<'a>(
             station_name: Some(&station.name),
             distance_m: None,
         },
-        assignee: match officer {
-            Some(o) => Assignee::Officer(o),
-            None => Assignee::DutyDesk {
-                desk_id: &station.duty_desk_id,
-            },
-        },
-        also_notify: grid.roster(cell).iter().skip(1).map(Notify).collect(),
+        assignee: &recipients.assignee,
+        also_notify: &recipients.also_notify,
         fraud_type: e.fraud_type_hint.as_deref(),
-        script: cfg.scripts.for_fraud_type(e.fraud_type_hint.as_deref()),
+        script: scripts.for_fraud_type(e.fraud_type_hint.as_deref()),
         rules_version: rules.version(),
     }
 }

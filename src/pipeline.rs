@@ -17,7 +17,8 @@ use crate::grid::cell_table::CellTable;
 use crate::grid::{GridError, GridMap, GridMatch, GridOptions, GridWarning, MatchKind};
 use crate::rules::{Fired, Level, RuleSet, RulesError, Score};
 use crate::task::{
-    victim_location, Assignee, GridRef, LocationSource, Notify, Reason, Task, TaskId, Victim,
+    victim_location, CellRecipients, GridRef, LocationSource, Reason, Recipients, Scripts, Task,
+    TaskId, Victim,
 };
 
 /// What became of one input record.
@@ -156,6 +157,8 @@ pub struct Live {
     pub generation: u64,
     pub rules: Arc<RuleSet>,
     pub grid: Arc<GridMap>,
+    /// Who the tasks of each cell of `grid` go to, rendered.
+    pub recipients: Arc<CellRecipients>,
     pub cells: Arc<CellTable>,
     /// The state of the rule set's windowed features.
     pub windows: Arc<Windows>,
@@ -205,7 +208,9 @@ pub struct Pipeline {
     /// Set when the by-caller stage computes the caller figures (the windows then keep none).
     caller_figures_in_records: bool,
     dispatch: DispatchConfig,
-    scripts: ScriptsConfig,
+    /// Who gets the tasks of locations no cell holds.
+    fallback: Recipients,
+    scripts: Scripts,
     /// Candidate rules scored beside these, making nothing; a reload may replace them.
     shadow: ArcSwapOption<crate::shadow::Shadow>,
 }
@@ -226,6 +231,7 @@ impl Pipeline {
                 generation: 0,
                 windows: Arc::new(Windows::new(rules.features(), rules.window_limits())),
                 rules: Arc::new(rules),
+                recipients: Arc::new(CellRecipients::new(&grid)),
                 grid: Arc::new(grid),
                 cells: Arc::new(cells),
             }),
@@ -233,8 +239,9 @@ impl Pipeline {
             rebuilding: AtomicBool::new(false),
             list_changes: Mutex::new(()),
             caller_figures_in_records: false,
+            fallback: Recipients::desk(&dispatch.fallback_desk),
             dispatch,
-            scripts,
+            scripts: Scripts::new(&scripts),
             shadow: ArcSwapOption::empty(),
         }
     }
@@ -316,6 +323,7 @@ impl Pipeline {
             generation: live.generation,
             rules: live.rules.clone(),
             grid: live.grid.clone(),
+            recipients: live.recipients.clone(),
             cells: live.cells.clone(),
             windows: Arc::new(Windows::without_callers(
                 live.rules.features(),
@@ -372,6 +380,7 @@ impl Pipeline {
             live: Live {
                 generation: live.generation + 1,
                 rules: Arc::new(rules),
+                recipients: Arc::new(CellRecipients::new(&grid)),
                 grid: Arc::new(grid),
                 cells: Arc::new(cells),
                 windows,
@@ -618,8 +627,7 @@ impl Pipeline {
             },
         };
         timer.lap(Stage::Locate);
-        let (grid, assignee, also_notify) = self.assign(live, found);
-        let key = assignee.id().to_owned();
+        let (grid, recipients) = self.assign(live, found);
         let task = Task {
             task_id,
             event_id: &event.event_id,
@@ -651,8 +659,8 @@ impl Pipeline {
                 location: location.map(|(l, s)| victim_location(l, s)),
             },
             grid,
-            assignee,
-            also_notify,
+            assignee: &recipients.assignee,
+            also_notify: &recipients.also_notify,
             fraud_type: event.fraud_type_hint.as_deref(),
             script: self
                 .scripts
@@ -663,7 +671,7 @@ impl Pipeline {
         timer.lap(Stage::Encode);
         Action::Task(EmittedTask {
             task_id,
-            key,
+            key: recipients.key.clone(),
             match_kind: found.kind,
             upgrade_of,
             state: decided.state.map(|s| (callee, s)),
@@ -679,12 +687,8 @@ impl Pipeline {
         Some((Location { lon, lat }, LocationSource::CellId))
     }
 
-    /// The grid reference, the assignee and who else to notify for a lookup result.
-    fn assign<'a>(
-        &'a self,
-        live: &'a Live,
-        found: GridMatch,
-    ) -> (GridRef<'a>, Assignee<'a>, Vec<Notify<'a>>) {
+    /// The grid reference and who the task goes to, for a lookup result.
+    fn assign<'a>(&'a self, live: &'a Live, found: GridMatch) -> (GridRef<'a>, &'a Recipients) {
         let Some(cell_idx) = found.cell else {
             let grid = GridRef {
                 match_kind: MatchKind::Unmatched,
@@ -694,10 +698,7 @@ impl Pipeline {
                 station_name: None,
                 distance_m: None,
             };
-            let desk = Assignee::DutyDesk {
-                desk_id: &self.dispatch.fallback_desk,
-            };
-            return (grid, desk, Vec::new());
+            return (grid, &self.fallback);
         };
         let cell = live.grid.cell(cell_idx);
         let station = live.grid.station_of(cell_idx);
@@ -710,21 +711,7 @@ impl Pipeline {
             distance_m: (found.kind == MatchKind::Snapped)
                 .then(|| (found.distance_m * 10.0).round() / 10.0),
         };
-        let officer = live.grid.community_officer(cell_idx);
-        let assignee = match officer {
-            Some(o) => Assignee::Officer(o),
-            None => Assignee::DutyDesk {
-                desk_id: &station.duty_desk_id,
-            },
-        };
-        let also_notify = live
-            .grid
-            .roster(cell_idx)
-            .iter()
-            .filter(|o| !officer.is_some_and(|a| std::ptr::eq(*o, a)))
-            .map(Notify)
-            .collect();
-        (grid, assignee, also_notify)
+        (grid, live.recipients.of(&live.grid, cell_idx))
     }
 }
 

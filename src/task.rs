@@ -3,13 +3,17 @@
 //! A task is encoded straight from borrowed parts of the event, the rule set and the grid map;
 //! nothing is copied into an intermediate owned struct on the way to JSON.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde::ser::{SerializeStruct, Serializer};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
+use crate::config::ScriptsConfig;
 use crate::event::Location;
-use crate::grid::{MatchKind, Officer};
+use crate::grid::{GridMap, MatchKind, Officer};
 use crate::rules::Level;
 
 /// Deterministic task identity: a 128-bit hash of the event id and the canonical callee
@@ -189,12 +193,105 @@ pub struct Task<'a> {
     pub reasons: Vec<Reason<'a>>,
     pub victim: Victim<'a>,
     pub grid: GridRef<'a>,
-    pub assignee: Assignee<'a>,
-    pub also_notify: Vec<Notify<'a>>,
+    /// [`Recipients`]' rendered JSON.
+    pub assignee: &'a RawValue,
+    pub also_notify: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fraud_type: Option<&'a str>,
-    pub script: &'a str,
+    pub script: &'a RawValue,
     pub rules_version: &'a str,
+}
+
+/// JSON rendered once and spliced into every task that carries it: the same script and the
+/// same names went through serde_json's escaping for every task of a fraud type or a cell,
+/// which was most of the cost of encoding one (BENCHMARKS.md).
+fn rendered<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value).expect("a string or a roster serializes")
+}
+
+/// The dissuasion scripts of `[scripts]`, rendered.
+pub struct Scripts {
+    default: Box<RawValue>,
+    by_fraud_type: HashMap<String, Box<RawValue>>,
+}
+
+impl Scripts {
+    pub fn new(config: &ScriptsConfig) -> Scripts {
+        Scripts {
+            default: rendered(&config.default),
+            by_fraud_type: config
+                .by_fraud_type
+                .iter()
+                .map(|(t, script)| (t.clone(), rendered(script)))
+                .collect(),
+        }
+    }
+
+    /// The script for a fraud type hint; the default one for none or one without its own.
+    pub fn for_fraud_type(&self, hint: Option<&str>) -> &RawValue {
+        hint.and_then(|h| self.by_fraud_type.get(h))
+            .unwrap_or(&self.default)
+    }
+}
+
+/// Who a task goes to: its Kafka key and the `assignee` and `also_notify` of its JSON.
+pub struct Recipients {
+    /// The assignee's id (see [`Assignee::id`]).
+    pub key: String,
+    pub assignee: Box<RawValue>,
+    pub also_notify: Box<RawValue>,
+}
+
+impl Recipients {
+    /// The cell's community officer, copying the rest of its roster; its station's duty desk
+    /// when it has no community officer.
+    pub fn of_cell(grid: &GridMap, cell: usize) -> Recipients {
+        let officer = grid.community_officer(cell);
+        let assignee = match officer {
+            Some(o) => Assignee::Officer(o),
+            None => Assignee::DutyDesk {
+                desk_id: &grid.station_of(cell).duty_desk_id,
+            },
+        };
+        let also_notify: Vec<Notify> = grid
+            .roster(cell)
+            .iter()
+            .filter(|o| !officer.is_some_and(|a| std::ptr::eq(*o, a)))
+            .map(Notify)
+            .collect();
+        Recipients {
+            key: assignee.id().to_owned(),
+            assignee: rendered(&assignee),
+            also_notify: rendered(&also_notify),
+        }
+    }
+
+    /// A duty desk alone (the fallback desk, for locations no cell holds).
+    pub fn desk(desk_id: &str) -> Recipients {
+        Recipients {
+            key: desk_id.to_owned(),
+            assignee: rendered(&Assignee::DutyDesk { desk_id }),
+            also_notify: rendered(&[0u8; 0]),
+        }
+    }
+}
+
+/// The [`Recipients`] of each cell of one grid map, rendered on the cell's first task.
+pub struct CellRecipients {
+    cells: Vec<OnceLock<Recipients>>,
+}
+
+impl CellRecipients {
+    pub fn new(grid: &GridMap) -> CellRecipients {
+        CellRecipients {
+            cells: (0..grid.cells().len()).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The recipients of `cell` of `grid`, the map these were made for.
+    pub fn of(&self, grid: &GridMap, cell: usize) -> &Recipients {
+        self.cells[cell].get_or_init(|| Recipients::of_cell(grid, cell))
+    }
 }
 
 impl Task<'_> {

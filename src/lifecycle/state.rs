@@ -397,6 +397,11 @@ mod tests {
             officer("TJ-HX-0012", Role::CommunityOfficer),
             officer("TJ-HX-0012-A", Role::Auxiliary),
         );
+        let (assignee, also_notify, script) = (
+            serde_json::value::to_raw_value(&Assignee::Officer(&cop)).unwrap(),
+            serde_json::value::to_raw_value(&[Notify(&aux)]).unwrap(),
+            serde_json::value::to_raw_value("").unwrap(),
+        );
         let task = Task {
             task_id: id(2),
             event_id: "e-1",
@@ -421,10 +426,10 @@ mod tests {
                 station_name: None,
                 distance_m: None,
             },
-            assignee: Assignee::Officer(&cop),
-            also_notify: vec![Notify(&aux)],
+            assignee: &assignee,
+            also_notify: &also_notify,
             fraud_type: None,
-            script: "",
+            script: &script,
             rules_version: "v1",
         };
         let mut bytes = Vec::new();
