@@ -34,9 +34,19 @@ pub(super) fn raw_event(text: &str) -> Option<RawEvent<'_>> {
     let mut seen = 0u16;
     s.skip_ws();
     s.expect(b'{')?;
+    // Producers write the fields in one order: the key after the last one read is tried
+    // first, as bytes, before a key is scanned and looked up.
+    let mut expected = 0;
     loop {
         s.skip_ws();
-        let field = Field::named(s.string()?)?;
+        let field = match Field::IN_ORDER.get(expected) {
+            Some(&(quoted, field)) if s.bytes[s.at..].starts_with(quoted) => {
+                s.at += quoted.len();
+                field
+            }
+            _ => Field::named(s.string()?)?,
+        };
+        expected = field as usize + 1;
         let bit = 1u16 << field as u16;
         if seen & bit != 0 {
             return None;
@@ -86,7 +96,7 @@ pub(super) fn raw_event(text: &str) -> Option<RawEvent<'_>> {
     })
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Field {
     EventId,
     OccurredAt,
@@ -103,6 +113,22 @@ enum Field {
 }
 
 impl Field {
+    /// The contract's order, each key as it is written.
+    const IN_ORDER: [(&'static [u8], Field); 12] = [
+        (b"\"event_id\"", Field::EventId),
+        (b"\"occurred_at\"", Field::OccurredAt),
+        (b"\"caller_number\"", Field::CallerNumber),
+        (b"\"callee_number\"", Field::CalleeNumber),
+        (b"\"callee_location\"", Field::CalleeLocation),
+        (b"\"cell_id\"", Field::CellId),
+        (b"\"call_duration_s\"", Field::CallDurationS),
+        (b"\"caller_flags\"", Field::CallerFlags),
+        (b"\"callee_age\"", Field::CalleeAge),
+        (b"\"callee_prior_victim\"", Field::CalleePriorVictim),
+        (b"\"sms_with_link\"", Field::SmsWithLink),
+        (b"\"fraud_type_hint\"", Field::FraudTypeHint),
+    ];
+
     fn named(name: &str) -> Option<Field> {
         Some(match name {
             "event_id" => Field::EventId,
@@ -206,20 +232,12 @@ impl<'a> Scanner<'a> {
 
     /// Digits of an integer part (no leading zero unless it is `0`): the value and how many.
     fn digits(&mut self) -> Option<(u64, u32)> {
-        let start = self.at;
-        let mut value = 0u64;
-        while let Some(d @ b'0'..=b'9') = self.peek() {
-            if self.at - start == MAX_DIGITS as usize + 4 {
-                return None;
-            }
-            value = value * 10 + u64::from(d - b'0');
-            self.at += 1;
-        }
-        let count = (self.at - start) as u32;
-        if count == 0 || (count > 1 && self.bytes[start] == b'0') {
+        let (value, count) = leading_digits(&self.bytes[self.at..], 0)?;
+        if count > 1 && self.bytes[self.at] == b'0' {
             return None;
         }
-        Some((value, count))
+        self.at += count;
+        Some((value, count as u32))
     }
 
     /// A number without fraction or exponent, as serde_json reads it into an integer.
@@ -264,19 +282,9 @@ impl<'a> Scanner<'a> {
         let mut scale = 0;
         if self.peek() == Some(b'.') {
             self.at += 1;
-            let start = self.at;
-            while let Some(d @ b'0'..=b'9') = self.peek() {
-                if count >= MAX_DIGITS {
-                    return None;
-                }
-                significand = significand * 10 + u64::from(d - b'0');
-                count += 1;
-                self.at += 1;
-            }
-            scale = self.at - start;
-            if scale == 0 {
-                return None;
-            }
+            (significand, scale) = leading_digits(&self.bytes[self.at..], significand)?;
+            self.at += scale;
+            count += scale as u32;
         }
         if count > MAX_DIGITS || matches!(self.peek(), Some(b'e' | b'E')) {
             return None;
@@ -336,6 +344,22 @@ impl<'a> Scanner<'a> {
             }
         }
     }
+}
+
+/// The run of ASCII digits `bytes` starts with, appended to `value`, and its length: `None`
+/// for no digit or more than 19. (Past 19 digits in all the value wraps; callers refuse
+/// more than [`MAX_DIGITS`] anyway.)
+fn leading_digits(bytes: &[u8], mut value: u64) -> Option<(u64, usize)> {
+    let mut count = 0;
+    for &b in bytes {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
+        count += 1;
+    }
+    (1..=19).contains(&count).then_some((value, count))
 }
 
 /// How many bytes of `bytes` a JSON string holds as they are: the run before the first
@@ -416,6 +440,15 @@ mod tests {
         }
         // Bytes just above a stop and non-ASCII text are plain.
         assert_eq!(plain(" !#[]~\u{7f}é漢字\""), " !#[]~\u{7f}é漢字".len());
+    }
+
+    #[test]
+    fn the_expected_order_names_each_field_once_in_its_place() {
+        for (i, (quoted, field)) in Field::IN_ORDER.into_iter().enumerate() {
+            let name = std::str::from_utf8(&quoted[1..quoted.len() - 1]).unwrap();
+            assert_eq!(Field::named(name), Some(field));
+            assert_eq!(field as usize, i);
+        }
     }
 
     #[test]
