@@ -150,16 +150,37 @@ const CLOCKS: usize = 1024;
 struct Side {
     features: Vec<SideFeature>,
     longest_ms: i64,
+    /// When every feature counts only the calls matching its `where` (and none is a
+    /// `share`), the filter bits of the side's features: a call matching none of them changes
+    /// no figure, so it is not kept and makes no key. Zero otherwise.
+    ///
+    /// In the sample rules the callee side counts flagged callers only: most people are
+    /// never called by a flagged number and then hold nothing (and each call costs a lookup,
+    /// not an insert into a table of every callee).
+    kept_filters: u16,
     shards: Vec<Mutex<FxHashMap<u64, KeyWindow>>>,
 }
 
 impl Side {
     fn new(features: Vec<SideFeature>) -> Side {
+        let all_filtered = features
+            .iter()
+            .all(|f| f.filtered && f.aggregate != Aggregate::Share);
         Side {
             longest_ms: features.iter().map(|f| f.window_ms).max().unwrap_or(0),
+            kept_filters: if all_filtered {
+                features.iter().fold(0, |m, f| m | 1 << f.index)
+            } else {
+                0
+            },
             features,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// Whether `filters` (a call's) leave the call out of every feature of the side.
+    fn ignores(&self, filters: u16) -> bool {
+        self.kept_filters != 0 && filters & self.kept_filters == 0
     }
 
     fn shard(&self, key: u64) -> &Mutex<FxHashMap<u64, KeyWindow>> {
@@ -358,6 +379,19 @@ impl Windows {
             filters: call.filters,
         };
         let mut shard = side.shard(key).lock().expect("window lock");
+        if side.ignores(call.filters) {
+            // Figures as if the call were kept: the key's windows move on to its time.
+            match shard.get_mut(&key) {
+                Some(window) => {
+                    if !window.advance(&side.features, entry.ts, self.lateness_ms) {
+                        self.counters.late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    window.figures(&side.features, out);
+                }
+                None => KeyWindow::empty_figures(&side.features, out),
+            }
+            return;
+        }
         let window = shard
             .entry(key)
             .or_insert_with(|| KeyWindow::new(side.features.len(), clock));

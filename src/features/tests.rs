@@ -351,3 +351,69 @@ fn split_into_the_by_caller_stage_and_the_processor_the_figures_are_the_same() {
         );
     }
 }
+
+#[test]
+fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
+    use rand::{Rng, SeedableRng};
+    // Counting features only, each with a `where`: a call matching none is not kept. With a
+    // `share` beside them every call is kept. Their figures must be the same call by call,
+    // through late, out-of-order and redelivered calls and expiring windows.
+    let counting = [
+        spec(
+            "elderly_callers",
+            KeySide::Callee,
+            Aggregate::Distinct,
+            10,
+            true,
+        ),
+        spec("elderly_calls", KeySide::Callee, Aggregate::Count, 60, true),
+        spec(
+            "elderly_seconds",
+            KeySide::Callee,
+            Aggregate::SumDurationS,
+            30,
+            true,
+        ),
+    ];
+    let mut with_share = counting.to_vec();
+    with_share.push(spec("share", KeySide::Callee, Aggregate::Share, 60, true));
+    let lean = Windows::new(&counting, limits(120, 50));
+    let full = Windows::new(&with_share, limits(120, 50));
+
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(13);
+    let mut at = 0i64;
+    let mut sent: Vec<CallFacts> = Vec::new();
+    for event in 0..20_000u64 {
+        let c = if !sent.is_empty() && rng.random_bool(0.05) {
+            sent[rng.random_range(0..sent.len())] // a redelivery
+        } else {
+            at += rng.random_range(0..40_000);
+            let late_by = if rng.random_bool(0.1) {
+                rng.random_range(0..4 * MIN)
+            } else {
+                0
+            };
+            call(
+                event,
+                rng.random_range(0..30),
+                rng.random_range(0..20),
+                at - late_by,
+                rng.random_range(1.0..600.0),
+                rng.random_bool(0.3),
+            )
+        };
+        sent.push(c);
+        let (a, b) = (figures(&lean, c), figures(&full, c));
+        assert_eq!(a[..3], b[..3], "call {event}: {c:?}");
+    }
+    let (_, _, lean_keys, lean_calls) = lean.size();
+    let (_, _, full_keys, full_calls) = full.size();
+    assert!(
+        lean_calls < full_calls / 2,
+        "{lean_calls} calls kept against {full_calls}"
+    );
+    assert!(lean_keys <= full_keys);
+    // Late against a key holding nothing counted is not told apart: nothing changes either way.
+    let late = |w: &Windows| w.counters.late.load(Ordering::Relaxed);
+    assert!(late(&lean) > 0 && late(&lean) <= late(&full));
+}

@@ -214,6 +214,26 @@ impl KeyWindow {
         (Admitted::Counted, dropped)
     }
 
+    /// Moves the windows on to a call at `ts` that no feature counts, as offering it would
+    /// without keeping it; false when it is too late to move anything.
+    pub fn advance(&mut self, features: &[SideFeature], ts: i64, lateness_ms: i64) -> bool {
+        if self.latest != i64::MIN && ts < self.latest.saturating_sub(lateness_ms) {
+            return false;
+        }
+        if ts > self.latest {
+            self.latest = ts;
+            self.expire(features);
+        }
+        true
+    }
+
+    /// The figures of a key that holds no call.
+    pub fn empty_figures(features: &[SideFeature], out: &mut [f64]) {
+        for f in features {
+            out[f.index as usize] = Running::default().figure(f);
+        }
+    }
+
     /// Each feature's figure over its window ending at the key's latest call.
     pub fn figures(&self, features: &[SideFeature], out: &mut [f64]) {
         for (r, f) in self.running.iter().zip(features) {
