@@ -8,7 +8,7 @@
 //! Why not serde_json alone: decoding was 30 % of the time of an event (372 ns of 1.26 µs on
 //! the synthetic mix, 2026-11-26), most of it in the generic visitor machinery. sonic-rs,
 //! tried on the same records, was slower than serde_json for these small objects
-//! (BENCHMARKS.md, "A decoder for the event's own shape").
+//! (BENCHMARKS.md, "Decoding, encoding and windows made cheaper").
 
 use std::borrow::Cow;
 
