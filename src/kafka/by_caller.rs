@@ -161,9 +161,10 @@ pub fn spawn(
                 .map_err(KafkaSetupError::Client)?,
             drain_timeout: cfg.shutdown_timeout,
         });
-        let consumer: BaseConsumer<HopContext> = group_config(cfg, bootstrap, name)
-            .create_with_context(HopContext { hop: hop.clone() })
-            .map_err(KafkaSetupError::Client)?;
+        let consumer: BaseConsumer<HopContext> =
+            super::with_statistics(group_config(cfg, bootstrap, name))
+                .create_with_context(HopContext { hop: hop.clone() })
+                .map_err(KafkaSetupError::Client)?;
         consumer
             .subscribe(&[&topic])
             .map_err(KafkaSetupError::Client)?;

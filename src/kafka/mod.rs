@@ -101,11 +101,21 @@ pub fn consumer_config(cfg: &KafkaConfig, bootstrap: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", "5")
         // librdkafka 2.x waits this long before refetching a partition whose local queue was
         // over its threshold (default 1 s): a consumer that keeps up then idles in bursts.
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", "1000");
+        .set("fetch.queue.backoff.ms", "10");
     overlay(&mut c, &cfg.properties);
     overlay(&mut c, &cfg.consumer_properties);
     c
+}
+
+/// `config` with librdkafka statistics every second (unless the properties set an interval),
+/// for a consumer whose context reads them (lag). Only such consumers ask: a client on the
+/// default context logs every statistics report whole at INFO, a kilobyte a second per
+/// client, whose counters can even look like phone numbers to a log scan.
+pub fn with_statistics(mut config: ClientConfig) -> ClientConfig {
+    if config.get("statistics.interval.ms").is_none() {
+        config.set("statistics.interval.ms", "1000");
+    }
+    config
 }
 
 /// Producer settings: batched, idempotent-safe defaults, then `properties`, then

@@ -37,7 +37,8 @@ use tracing::{error, info, warn};
 
 use super::offsets::PartitionOffsets;
 use super::{
-    by_caller, changelog, consumer_config, producer_config, window_replay, KafkaSetupError,
+    by_caller, changelog, consumer_config, producer_config, window_replay, with_statistics,
+    KafkaSetupError,
 };
 use crate::config::{self, KafkaConfig};
 use crate::features::Figures;
@@ -808,7 +809,7 @@ fn spawn_on(
             .begin_transaction()
             .map_err(KafkaSetupError::Transaction)?;
     }
-    let consumer: BaseConsumer<ConsumerCtx> = consumer_config(cfg, bootstrap)
+    let consumer: BaseConsumer<ConsumerCtx> = with_statistics(consumer_config(cfg, bootstrap))
         .create_with_context(ConsumerCtx {
             shared: shared.clone(),
         })
