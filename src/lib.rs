@@ -19,6 +19,7 @@ pub mod event;
 pub mod features;
 pub mod grid;
 pub mod http;
+mod json;
 pub mod kafka;
 pub mod lifecycle;
 pub mod metrics;
