@@ -6,13 +6,22 @@ use std::borrow::Cow;
 /// Masks a phone number for display: `13812345678` → `138****5678`. Short or odd inputs are
 /// masked entirely rather than risk showing most of a number.
 pub fn mask_phone(number: &str) -> String {
-    let chars: Vec<char> = number.chars().collect();
-    if chars.len() < 8 {
-        return "*".repeat(chars.len().max(4));
+    let mut out = String::with_capacity(number.len().max(4));
+    mask_phone_into(&mut out, number);
+    out
+}
+
+/// [`mask_phone`] appended to `out` (task reasons name the caller this way, per task).
+pub fn mask_phone_into(out: &mut String, number: &str) {
+    let chars = number.chars().count();
+    if chars < 8 {
+        out.extend(std::iter::repeat_n('*', chars.max(4)));
+        return;
     }
-    let head: String = chars[..3].iter().collect();
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{head}****{tail}")
+    let at = |n: usize| number.char_indices().nth(n).map_or(number.len(), |(i, _)| i);
+    out.push_str(&number[..at(3)]);
+    out.push_str("****");
+    out.push_str(&number[at(chars - 4)..]);
 }
 
 /// Masks every run of seven or more digits in free text (parser messages quote the offending

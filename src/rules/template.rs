@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::event::Event;
-use crate::privacy::{mask_digits, mask_phone};
+use crate::privacy::{mask_digits, mask_phone_into};
 
 use super::{ProblemKind, Rule};
 use crate::features::Figures;
@@ -199,7 +199,7 @@ fn render_figure(out: &mut String, x: f64) {
 
 fn render_field(out: &mut String, p: Placeholder, e: &Event<'_>, rule: &Rule) {
     match p {
-        Placeholder::CallerNumber => out.push_str(&mask_phone(&e.caller_number)),
+        Placeholder::CallerNumber => mask_phone_into(out, &e.caller_number),
         Placeholder::CallDurationS => {
             let d = e.call_duration_s;
             if d.fract() == 0.0 {
