@@ -750,22 +750,8 @@ mod properties {
     use serde_json::{json, Map, Value};
 
     use super::*;
+    use crate::event::FIELDS;
     use crate::metrics::DEAD_LETTER_REASONS;
-
-    const FIELDS: [&str; 12] = [
-        "event_id",
-        "occurred_at",
-        "caller_number",
-        "callee_number",
-        "callee_location",
-        "cell_id",
-        "call_duration_s",
-        "caller_flags",
-        "callee_age",
-        "callee_prior_victim",
-        "sms_with_link",
-        "fraud_type_hint",
-    ];
 
     fn sample() -> Pipeline {
         let config = Config::load(

@@ -18,7 +18,12 @@ pub fn mask_phone_into(out: &mut String, number: &str) {
         out.extend(std::iter::repeat_n('*', chars.max(4)));
         return;
     }
-    let at = |n: usize| number.char_indices().nth(n).map_or(number.len(), |(i, _)| i);
+    let at = |n: usize| {
+        number
+            .char_indices()
+            .nth(n)
+            .map_or(number.len(), |(i, _)| i)
+    };
     out.push_str(&number[..at(3)]);
     out.push_str("****");
     out.push_str(&number[at(chars - 4)..]);

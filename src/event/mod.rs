@@ -168,6 +168,22 @@ impl EventError {
     }
 }
 
+/// The contract's fields, in the order producers write them.
+pub const FIELDS: [&str; 12] = [
+    "event_id",
+    "occurred_at",
+    "caller_number",
+    "callee_number",
+    "callee_location",
+    "cell_id",
+    "call_duration_s",
+    "caller_flags",
+    "callee_age",
+    "callee_prior_victim",
+    "sms_with_link",
+    "fraud_type_hint",
+];
+
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Debug))]
 struct RawEvent<'a> {
