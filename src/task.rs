@@ -271,7 +271,7 @@ impl Recipients {
         Recipients {
             key: desk_id.to_owned(),
             assignee: rendered(&Assignee::DutyDesk { desk_id }),
-            also_notify: rendered(&[0u8; 0]),
+            also_notify: rendered(&Vec::<Notify>::new()),
         }
     }
 }
