@@ -31,7 +31,7 @@ use dissuade::pipeline::{Action, Live, Outcome, Pipeline};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
 use dissuade::shadow::Shadow;
 use dissuade::synth::{Synth, SynthConfig};
-use dissuade::task::{GridRef, Reason, Scripts, Task, TaskId, Victim};
+use dissuade::task::{EventKeys, GridRef, Reason, Scripts, Task, TaskId, Victim};
 
 /// Synthetic events per prepared batch.
 const EVENTS: usize = 100_000;
@@ -144,10 +144,13 @@ fn score(c: &mut Criterion) {
             b.iter(|| {
                 let mut e = events[i].clone();
                 e.occurred_at_ms += pass * span_ms;
-                let task =
-                    TaskId::for_event_of(&e.event_id, callee_key(&e.callee_number) ^ pass as u64);
+                let callee = callee_key(&e.callee_number);
+                let keys = EventKeys {
+                    callee,
+                    task: TaskId::for_event_of(&e.event_id, callee ^ pass as u64),
+                };
                 let total = sample
-                    .score_with(black_box(&e), &windows, task, 0, None)
+                    .score_with(black_box(&e), &windows, keys, 0, None)
                     .0
                     .total;
                 i += 1;
@@ -533,7 +536,7 @@ fn task_records(pipeline: &Pipeline, events: &[Vec<u8>], now_ms: i64) -> Vec<(St
             out.clear();
             match pipeline.process(e, 0, now_ms, &mut out) {
                 Outcome::Scored(s) => match s.action {
-                    Action::Task(t) => Some((t.key, out.clone())),
+                    Action::Task(t) => Some((t.key.to_string(), out.clone())),
                     _ => None,
                 },
                 Outcome::Rejected(_) => None,

@@ -29,7 +29,7 @@ use crate::event::Event;
 use crate::features::{
     CallFacts, FeatureSpec, Figures, KeySide, WindowLimits, Windows, MAX_FEATURES, NO_FIGURES,
 };
-use crate::task::TaskId;
+use crate::task::EventKeys;
 
 pub use error::{Problem, ProblemKind, RuleRef, RulesError};
 pub use lists::NumberList;
@@ -318,12 +318,12 @@ impl RuleSet {
         &self,
         event: &Event<'_>,
         windows: &Windows,
-        task: TaskId,
+        keys: EventKeys,
         partition: i32,
         given: Option<&Figures>,
     ) -> (Score, Figures) {
         let mut ctx = self.context(event);
-        let mut figures = self.observe_ctx(&ctx, event, windows, task, partition);
+        let mut figures = self.observe_ctx(&ctx, event, windows, keys, partition);
         if let Some(given) = given {
             for (mine, theirs) in figures.iter_mut().zip(given) {
                 if mine.is_nan() {
@@ -346,7 +346,7 @@ impl RuleSet {
         let call = self.call_facts(
             &self.context(event),
             event,
-            TaskId::for_event(&event.event_id, &event.callee_number),
+            EventKeys::of(&event.event_id, &event.callee_number),
             partition,
         );
         windows.observe_by_caller(&call, &mut figures);
@@ -354,8 +354,8 @@ impl RuleSet {
     }
 
     /// Adds the event to `windows` without scoring it: rebuilding the windows from history.
-    pub fn observe(&self, event: &Event<'_>, windows: &Windows, task: TaskId, partition: i32) {
-        self.observe_ctx(&self.context(event), event, windows, task, partition);
+    pub fn observe(&self, event: &Event<'_>, windows: &Windows, keys: EventKeys, partition: i32) {
+        self.observe_ctx(&self.context(event), event, windows, keys, partition);
     }
 
     fn observe_ctx(
@@ -363,19 +363,25 @@ impl RuleSet {
         ctx: &Ctx,
         event: &Event<'_>,
         windows: &Windows,
-        task: TaskId,
+        keys: EventKeys,
         partition: i32,
     ) -> Figures {
         let mut figures = NO_FIGURES;
         if windows.is_empty() {
             return figures;
         }
-        let call = self.call_facts(ctx, event, task, partition);
+        let call = self.call_facts(ctx, event, keys, partition);
         windows.observe(&call, call.event, &mut figures);
         figures
     }
 
-    fn call_facts(&self, ctx: &Ctx, event: &Event<'_>, task: TaskId, partition: i32) -> CallFacts {
+    fn call_facts(
+        &self,
+        ctx: &Ctx,
+        event: &Event<'_>,
+        keys: EventKeys,
+        partition: i32,
+    ) -> CallFacts {
         let mut filters = 0u16;
         for (index, node) in &self.filters {
             if self.arena.eval_root(node, ctx) {
@@ -384,9 +390,9 @@ impl RuleSet {
         }
         CallFacts {
             at_ms: event.occurred_at_ms,
-            event: task.short(),
+            event: keys.task.short(),
             caller: callee_key(&event.caller_number),
-            callee: callee_key(&event.callee_number),
+            callee: keys.callee,
             duration_s: event.call_duration_s,
             filters,
             partition,

@@ -1356,8 +1356,8 @@ fn a_rule_on_a_feature_fires_once_the_window_holds_enough_and_names_the_figure()
         e.event_id = Cow::Owned(id.clone());
         e.callee_number = Cow::Borrowed(callee);
         e.occurred_at_ms += 60_000;
-        let task = TaskId::for_event(&id, callee);
-        let (s, figures) = set.score_with(&e, &windows, task, 0, None);
+        let keys = EventKeys::of(&id, callee);
+        let (s, figures) = set.score_with(&e, &windows, keys, 0, None);
         levels.push((figures[0], s.level));
         if s.level != Level::None {
             assert_eq!(
