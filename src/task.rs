@@ -459,8 +459,9 @@ impl Writer<'_> {
         self.out.extend_from_slice(&hex);
     }
 
-    /// Epoch milliseconds as [`rfc3339`] writes them. humantime's writer, where its range
-    /// allows, fills a fixed buffer: a fifth of chrono's cost, and a task has three times.
+    /// Epoch milliseconds as [`rfc3339`] writes them: by humantime's fixed-buffer writer
+    /// where its range allows, cheaper than chrono's (a task has three times; encode/task
+    /// went from 1,070 to 1,008 ns with it), by chrono beyond.
     fn time(&mut self, ms: i64) {
         match u64::try_from(ms) {
             Ok(after_epoch) if after_epoch < HUMANTIME_END_MS => {

@@ -227,9 +227,9 @@ pub struct Windows {
     /// expire against it.
     watermark: AtomicI64,
     /// The latest event time seen per input partition (slot `partition % CLOCKS`), to
-    /// within [`CLOCK_STEP_MS`]: idle
-    /// callee keys expire against their partition's, so that a partition read back or
-    /// behind the others after a restart keeps the windows its next calls need.
+    /// within [`CLOCK_STEP_MS`]: idle callee keys expire against their partition's, so that
+    /// a partition read back or behind the others after a restart keeps the windows its next
+    /// calls need.
     clocks: Vec<AtomicI64>,
     /// Calls observed (nearly: see [`Windows::observe`]): idle keys are swept every
     /// [`SWEEP_EVERY`] calls.
