@@ -1,11 +1,13 @@
 //! JSON strings as bytes: shared by the event scanner and the task writer, which both skip
 //! serde_json where a record has the plain shape.
 
+/// A one in every byte of a word: multiplied by a byte, that byte in every lane.
+pub(crate) const ONES: u64 = u64::from_ne_bytes([1; 8]);
+
 /// How many bytes of `bytes` a JSON string holds as they are: the run before the first
 /// quote, backslash or control character (or all of them), eight bytes at a time. These
 /// are exactly the bytes serde_json escapes.
 pub(crate) fn plain_run(bytes: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     // `(v - ONES) & !v & HIGH` marks the zero bytes of `v`; a borrow can also mark a byte
     // above a marked one, never below, so the lowest mark is exact.

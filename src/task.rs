@@ -43,7 +43,7 @@ impl EventKeys {
 
 impl TaskId {
     pub fn for_event(event_id: &str, callee: &str) -> TaskId {
-        Self::for_event_of(event_id, crate::dispatch::callee_key(callee))
+        EventKeys::of(event_id, callee).task
     }
 
     /// [`TaskId::for_event`] from the callee's key (see [`crate::dispatch::callee_key`]),

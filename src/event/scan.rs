@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use super::{CallerFlag, CallerFlags, Location, RawEvent, FIELDS};
-use crate::json::plain_run;
+use crate::json::{plain_run, ONES};
 
 /// Powers of ten an `f64` holds exactly: dividing an exact significand by one of them is
 /// correctly rounded, as serde_json (and `str::parse`) round.
@@ -429,8 +429,6 @@ const POW10_U64: [u64; 9] = [
     10_000_000,
     100_000_000,
 ];
-
-const ONES: u64 = u64::from_ne_bytes([1; 8]);
 
 /// How many of the eight bytes in `x` (the first in the lowest byte) are digits before the
 /// first that is not.
