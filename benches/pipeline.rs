@@ -467,10 +467,12 @@ fn whole_pipeline(c: &mut Criterion) {
     let mut out = Vec::with_capacity(4096);
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
+    // Through a worker, as the processor's threads run records.
+    let mut worker = pipeline.worker();
     g.bench_function("process/synthetic_mix", |b| {
         b.iter(cycle(&events, |e| {
             out.clear();
-            black_box(pipeline.process(black_box(e), 0, now_ms, &mut out));
+            black_box(worker.process(black_box(e), 0, now_ms, &mut out));
         }))
     });
     // The same events, each pass moved later in event time by the span of the batch, so
@@ -478,6 +480,7 @@ fn whole_pipeline(c: &mut Criterion) {
     // person's suppression has run out, windows filled and expired, clocks moved. Writing
     // the 13 timestamp digits of each record is inside the timing (a few ns).
     let fresh = sample_pipeline();
+    let mut fresh_worker = fresh.worker();
     let mut advancing = events.clone();
     let at_digits: Vec<usize> = advancing
         .iter()
@@ -498,7 +501,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 v /= 10;
             }
             out.clear();
-            black_box(fresh.process(black_box(&advancing[i]), 0, at_ms + 1_000, &mut out));
+            black_box(fresh_worker.process(black_box(&advancing[i]), 0, at_ms + 1_000, &mut out));
             i += 1;
             if i == advancing.len() {
                 (i, pass) = (0, pass + 1);
@@ -515,12 +518,12 @@ fn whole_pipeline(c: &mut Criterion) {
         .expect("configured");
     shadowed.set_shadow(shadow);
     let mut scratch = Vec::with_capacity(4096);
+    let mut shadowed_worker = shadowed.worker();
     g.bench_function("process_with_shadow/synthetic_mix", |b| {
         b.iter(cycle(&events, |e| {
             out.clear();
-            let outcome = shadowed.process(black_box(e), 0, now_ms, &mut out);
-            let shadow = shadowed.shadow();
-            let shadow = shadow.as_ref().expect("set");
+            let outcome = shadowed_worker.process(black_box(e), 0, now_ms, &mut out);
+            let shadow = shadowed_worker.shadow().expect("set");
             black_box(shadow.observe(&shadowed, &outcome, e, 0, now_ms, &mut scratch));
         }))
     });

@@ -215,6 +215,63 @@ pub struct Pipeline {
     shadow: ArcSwapOption<crate::shadow::Shadow>,
 }
 
+/// One thread's handle for its loop over records, as the processor's workers hold: it reads
+/// the live set and the shadow rules through caches of its own, a plain load per record where
+/// [`Pipeline::process`] takes and gives back a borrow of each, two locked instructions. A
+/// reload is seen from the worker's next record on; until then the worker keeps the replaced
+/// set alive.
+pub struct Worker<'a> {
+    pipeline: &'a Pipeline,
+    live: arc_swap::Cache<&'a ArcSwap<Live>, Arc<Live>>,
+    shadow: arc_swap::Cache<
+        &'a ArcSwapOption<crate::shadow::Shadow>,
+        Option<Arc<crate::shadow::Shadow>>,
+    >,
+}
+
+impl Worker<'_> {
+    /// [`Pipeline::process`], through this worker's cache.
+    pub fn process(
+        &mut self,
+        payload: &[u8],
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
+        self.process_timed(payload, None, None, partition, now_ms, out, &mut NoTimer)
+    }
+
+    /// [`Pipeline::process_timed`], through this worker's cache.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_timed(
+        &mut self,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        caller_figures: Option<&Figures>,
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+        timer: &mut impl StageTimer,
+    ) -> Outcome {
+        let live = self.live.load();
+        self.pipeline.process_with(
+            live,
+            payload,
+            key,
+            caller_figures,
+            partition,
+            now_ms,
+            out,
+            timer,
+        )
+    }
+
+    /// The shadow rules, if any (see [`Pipeline::shadow`]).
+    pub fn shadow(&mut self) -> Option<&Arc<crate::shadow::Shadow>> {
+        self.shadow.load().as_ref()
+    }
+}
+
 impl Pipeline {
     pub fn new(
         input: InputConfig,
@@ -461,7 +518,8 @@ impl Pipeline {
 
     /// Runs one record through the pipeline. A task, if any, is appended to `out` as JSON.
     /// `partition` is the input partition (for per-partition state); `now_ms` stamps
-    /// `created_at` and is the clock that events' own times are checked against.
+    /// `created_at` and is the clock that events' own times are checked against. A loop over
+    /// many records is cheaper through a [`Worker`].
     pub fn process(
         &self,
         payload: &[u8],
@@ -485,12 +543,46 @@ impl Pipeline {
         out: &mut Vec<u8>,
         timer: &mut impl StageTimer,
     ) -> Outcome {
+        let live = self.live.load();
+        self.process_with(
+            &live,
+            payload,
+            key,
+            caller_figures,
+            partition,
+            now_ms,
+            out,
+            timer,
+        )
+    }
+
+    /// A handle for one thread's loop over records (see [`Worker`]).
+    pub fn worker(&self) -> Worker<'_> {
+        Worker {
+            pipeline: self,
+            live: arc_swap::Cache::new(&self.live),
+            shadow: arc_swap::Cache::new(&self.shadow),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn process_with(
+        &self,
+        live: &Live,
+        payload: &[u8],
+        key: Option<&[u8]>,
+        caller_figures: Option<&Figures>,
+        partition: i32,
+        now_ms: i64,
+        out: &mut Vec<u8>,
+        timer: &mut impl StageTimer,
+    ) -> Outcome {
         let event = match self.admit(payload, now_ms) {
             Ok(e) => e,
             Err(e) => return Outcome::Rejected(e),
         };
         timer.lap(Stage::Decode);
-        let live = self.live.load();
         let (score, figures, keys) = if live.windows.is_empty() && caller_figures.is_none() {
             (live.rules.score(&event), NO_FIGURES, None)
         } else {
@@ -502,7 +594,7 @@ impl Pipeline {
         };
         timer.lap(Stage::Score);
         let action = self.act(
-            &live, &event, keys, &score, &figures, partition, now_ms, out, timer,
+            live, &event, keys, &score, &figures, partition, now_ms, out, timer,
         );
         Outcome::Scored(Scored {
             generation: live.generation,
@@ -883,5 +975,47 @@ mod properties {
             thread_local!(static PIPELINE: Pipeline = sample());
             PIPELINE.with(|p| check(p, &payload))?;
         }
+    }
+}
+
+#[cfg(test)]
+mod worker {
+    use super::*;
+
+    #[test]
+    fn a_worker_scores_with_a_set_installed_after_it_was_made() {
+        let config = Config::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dissuade.toml"),
+        )
+        .expect("sample config");
+        let pipeline = Pipeline::load(&config).expect("sample pipeline").0;
+        let mut worker = pipeline.worker();
+        let event = |id: &str| {
+            format!(
+                r#"{{"event_id":"{id}","occurred_at":1795480200000,"caller_number":"13800000001","callee_number":"13900000002","call_duration_s":60}}"#
+            )
+        };
+        let generation = |o: Outcome| match o {
+            Outcome::Scored(s) => s.generation,
+            Outcome::Rejected(e) => panic!("rejected: {e}"),
+        };
+        let now = 1_795_480_300_000;
+        let mut out = Vec::new();
+        assert_eq!(
+            generation(worker.process(event("a").as_bytes(), 0, now, &mut out)),
+            0
+        );
+        let rules = RuleSet::load(&config.resolve(&config.rules.path)).expect("sample rules");
+        let (rules, grid, cells, _) = load_parts(&config, rules).expect("sample parts");
+        let candidate = pipeline.prepare(rules, grid, cells).expect("same features");
+        pipeline.install(candidate);
+        assert_eq!(
+            generation(worker.process(event("b").as_bytes(), 0, now, &mut out)),
+            1
+        );
+        assert_eq!(
+            generation(pipeline.process(event("c").as_bytes(), 0, now, &mut out)),
+            1
+        );
     }
 }

@@ -44,7 +44,7 @@ use crate::config::{self, KafkaConfig};
 use crate::features::Figures;
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::pipeline::{Action, Laps, NoTimer, Outcome, Pipeline, Stage};
+use crate::pipeline::{Action, Laps, NoTimer, Outcome, Pipeline, Stage, Worker};
 
 pub use super::dead_letter::{
     DeadLetter, HEADER_ERROR, HEADER_ERROR_FIELD, HEADER_ERROR_KIND, HEADER_ORIGINAL_SIZE,
@@ -1041,6 +1041,7 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
     let mut state_buf = Vec::with_capacity(256);
     let mut shadow_buf = Vec::new();
     let mut seq: u64 = 0;
+    let mut worker = shared.pipeline.worker();
     for record in rx {
         // Past the stop deadline, records are left unprocessed (so uncommitted) for the
         // next owner of their partition.
@@ -1049,6 +1050,7 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
             let timed = seq & STAGE_SAMPLE_MASK == 0;
             process_record(
                 shared,
+                &mut worker,
                 &record,
                 [&mut buf, &mut state_buf, &mut shadow_buf],
                 timed,
@@ -1059,7 +1061,13 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
 }
 
 /// `buffers`: the task's, the state record's and the shadow rules' scratch.
-fn process_record(shared: &Shared, r: &Record, buffers: [&mut Vec<u8>; 3], timed: bool) {
+fn process_record(
+    shared: &Shared,
+    worker: &mut Worker<'_>,
+    r: &Record,
+    buffers: [&mut Vec<u8>; 3],
+    timed: bool,
+) {
     let [buf, state_buf, shadow_buf] = buffers;
     let metrics = &shared.metrics;
     let Some(payload) = r.payload.as_deref().filter(|p| !p.is_empty()) else {
@@ -1081,10 +1089,7 @@ fn process_record(shared: &Shared, r: &Record, buffers: [&mut Vec<u8>; 3], timed
     let figures = r.caller_figures.as_ref();
     let outcome = if timed {
         let mut laps = Laps::start();
-        let o =
-            shared
-                .pipeline
-                .process_timed(payload, key, figures, r.partition, now, buf, &mut laps);
+        let o = worker.process_timed(payload, key, figures, r.partition, now, buf, &mut laps);
         for stage in Stage::ALL {
             if let Some(d) = laps.laps[stage as usize] {
                 metrics.observe_stage(stage, d);
@@ -1092,12 +1097,10 @@ fn process_record(shared: &Shared, r: &Record, buffers: [&mut Vec<u8>; 3], timed
         }
         o
     } else {
-        shared
-            .pipeline
-            .process_timed(payload, key, figures, r.partition, now, buf, &mut NoTimer)
+        worker.process_timed(payload, key, figures, r.partition, now, buf, &mut NoTimer)
     };
     metrics.record(&outcome);
-    if let Some(shadow) = &*shared.pipeline.shadow() {
+    if let Some(shadow) = worker.shadow() {
         if let Some(d) = shadow.observe(
             &shared.pipeline,
             &outcome,
