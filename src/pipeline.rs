@@ -217,9 +217,9 @@ pub struct Pipeline {
 
 /// One thread's handle for its loop over records, as the processor's workers hold: it reads
 /// the live set and the shadow rules through caches of its own, a plain load per record where
-/// [`Pipeline::process`] takes and gives back a borrow of each, two locked instructions. A
-/// reload is seen from the worker's next record on; until then the worker keeps the replaced
-/// set alive.
+/// [`Pipeline::process`] and [`Pipeline::shadow`] each take and give back a borrow, two
+/// locked instructions. A reload is seen from the worker's next record on; until then the
+/// worker keeps the replaced set alive.
 pub struct Worker<'a> {
     pipeline: &'a Pipeline,
     live: arc_swap::Cache<&'a ArcSwap<Live>, Arc<Live>>,
@@ -241,7 +241,8 @@ impl Worker<'_> {
         self.process_timed(payload, None, None, partition, now_ms, out, &mut NoTimer)
     }
 
-    /// [`Pipeline::process_timed`], through this worker's cache.
+    /// [`Pipeline::process`] for a record with `key` and, when the by-caller stage computed
+    /// them, its caller figures; reports the end of each stage to `timer`.
     #[allow(clippy::too_many_arguments)]
     pub fn process_timed(
         &mut self,
@@ -519,7 +520,8 @@ impl Pipeline {
     /// Runs one record through the pipeline. A task, if any, is appended to `out` as JSON.
     /// `partition` is the input partition (for per-partition state); `now_ms` stamps
     /// `created_at` and is the clock that events' own times are checked against. A loop over
-    /// many records is cheaper through a [`Worker`].
+    /// many records is cheaper through a [`Worker`], which also takes a record's key, caller
+    /// figures and a stage timer.
     pub fn process(
         &self,
         payload: &[u8],
@@ -527,32 +529,16 @@ impl Pipeline {
         now_ms: i64,
         out: &mut Vec<u8>,
     ) -> Outcome {
-        self.process_timed(payload, None, None, partition, now_ms, out, &mut NoTimer)
-    }
-
-    /// [`Pipeline::process`] for a record with `key` and, when the by-caller stage computed
-    /// them, its caller figures; reports the end of each stage to `timer`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn process_timed(
-        &self,
-        payload: &[u8],
-        key: Option<&[u8]>,
-        caller_figures: Option<&Figures>,
-        partition: i32,
-        now_ms: i64,
-        out: &mut Vec<u8>,
-        timer: &mut impl StageTimer,
-    ) -> Outcome {
         let live = self.live.load();
         self.process_with(
             &live,
             payload,
-            key,
-            caller_figures,
+            None,
+            None,
             partition,
             now_ms,
             out,
-            timer,
+            &mut NoTimer,
         )
     }
 
