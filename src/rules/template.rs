@@ -197,9 +197,9 @@ fn render_figure(out: &mut String, x: f64) {
     }
 }
 
-/// A whole `x` as `{x:.0}` writes it: through itoa where it fits an integer exactly (the
-/// figures of reasons are mostly counts, and the float formatter costs several times as
-/// much), through `fmt` for -0 and the rest.
+/// A whole `x` as `{x:.0}` writes it: through itoa where it fits an integer exactly, through
+/// `fmt` for -0 and the rest. The figures of reasons are mostly counts, and `{x:.0}` took
+/// about 250 ns for a count where itoa took 10 (a loop over 0-99, 2026-11-26).
 fn write_whole(out: &mut String, x: f64) {
     if x.abs() < 1e15 && !(x == 0.0 && x.is_sign_negative()) {
         out.push_str(itoa::Buffer::new().format(x as i64));
