@@ -628,7 +628,7 @@ mod tests {
         // time of day that moves through the hours, and the last millisecond of each.
         for day in 0..230_000u64 {
             for ms in [
-                day * 86_400_000 + day % 86_400_000 * 997 % 86_400_000,
+                day * 86_400_000 + day * 997 % 86_400_000,
                 (day + 1) * 86_400_000 - 1,
             ] {
                 let chrono = rfc3339(ms as i64).unwrap();
