@@ -13,6 +13,7 @@
 //! older than that by more than the allowed lateness is scored but not counted (it would
 //! change figures that later calls have already been judged by).
 
+mod presence;
 mod window;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use presence::Presence;
 use window::{Admitted, Call, KeyWindow, SideFeature};
 
 /// At most this many features per rule set: their figures travel in a fixed array.
@@ -159,6 +161,9 @@ struct Side {
     /// not an insert into a table of every callee).
     kept_filters: u16,
     shards: Vec<Mutex<FxHashMap<u64, KeyWindow>>>,
+    /// The keys the shards may hold, when calls can be left out (`kept_filters`): a call
+    /// left out whose key holds nothing then takes no lock.
+    held: Option<Presence>,
 }
 
 impl Side {
@@ -166,13 +171,15 @@ impl Side {
         let all_filtered = features
             .iter()
             .all(|f| f.filtered && f.aggregate != Aggregate::Share);
+        let kept_filters = if all_filtered {
+            features.iter().fold(0, |m, f| m | 1 << f.index)
+        } else {
+            0
+        };
         Side {
             longest_ms: features.iter().map(|f| f.window_ms).max().unwrap_or(0),
-            kept_filters: if all_filtered {
-                features.iter().fold(0, |m, f| m | 1 << f.index)
-            } else {
-                0
-            },
+            kept_filters,
+            held: (kept_filters != 0).then(|| Presence::new(SHARDS)),
             features,
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
@@ -182,11 +189,11 @@ impl Side {
     fn ignores(&self, filters: u16) -> bool {
         self.kept_filters != 0 && filters & self.kept_filters == 0
     }
+}
 
-    fn shard(&self, key: u64) -> &Mutex<FxHashMap<u64, KeyWindow>> {
-        // The low bits feed the map's own hashing; shard on the high ones.
-        &self.shards[(key >> 58) as usize % SHARDS]
-    }
+/// The shard of a key. The low bits feed the map's own hashing; shard on the high ones.
+fn shard_of(key: u64) -> usize {
+    (key >> 58) as usize % SHARDS
 }
 
 /// `clock.fetch_max(at)`, skipped unless `at` is more than [`CLOCK_STEP_MS`] later: x86 has
@@ -221,6 +228,8 @@ pub struct Windows {
     /// `seconds_since_last_task` features: (figure index, window).
     since_task: Vec<(u8, i64)>,
     last_tasks: Vec<Mutex<FxHashMap<u64, LastTasks>>>,
+    /// The people `last_tasks` may hold: most never had a task. (None in tests only.)
+    tasked: Option<Presence>,
     limits: WindowLimits,
     lateness_ms: i64,
     /// The latest event time seen on any key, to within [`CLOCK_STEP_MS`]: idle caller keys
@@ -267,6 +276,7 @@ impl Windows {
                 .map(|(i, s)| (i as u8, s.window.as_millis() as i64))
                 .collect(),
             last_tasks: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            tasked: Some(Presence::new(SHARDS)),
             limits,
             lateness_ms: limits.allowed_lateness.as_millis() as i64,
             watermark: AtomicI64::new(i64::MIN),
@@ -306,6 +316,16 @@ impl Windows {
             })
             .collect();
         Windows::new(&callee_only, limits)
+    }
+
+    /// The same windows looking every key up through its lock: what the presence bits
+    /// must not change.
+    #[cfg(test)]
+    fn without_presence(mut self) -> Windows {
+        self.caller.held = None;
+        self.callee.held = None;
+        self.tasked = None;
+        self
     }
 
     /// Whether caller-side features are kept here.
@@ -357,11 +377,20 @@ impl Windows {
             ^ (i64::from(call.partition) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.observe_side(&self.callee, callee_key, call.caller, clock, call, out);
         if !self.since_task.is_empty() {
-            let last = self.last_tasks[(call.callee >> 58) as usize % SHARDS]
-                .lock()
-                .expect("last-task lock")
-                .get(&call.callee)
-                .copied();
+            let shard = shard_of(call.callee);
+            let may_hold = self
+                .tasked
+                .as_ref()
+                .is_none_or(|t| t.may_hold(shard, call.callee));
+            let last = if may_hold {
+                self.last_tasks[shard]
+                    .lock()
+                    .expect("last-task lock")
+                    .get(&call.callee)
+                    .copied()
+            } else {
+                None
+            };
             let previous = last.and_then(|l| {
                 if l.latest.1 == own_task {
                     l.before
@@ -399,8 +428,16 @@ impl Windows {
             duration_ms: (call.duration_s * 1000.0).clamp(0.0, f64::from(u32::MAX)) as u32,
             filters: call.filters,
         };
-        let mut shard = side.shard(key).lock().expect("window lock");
-        if side.ignores(call.filters) {
+        let shard_index = shard_of(key);
+        let ignored = side.ignores(call.filters);
+        if let Some(held) = &side.held {
+            if ignored && !held.may_hold(shard_index, key) {
+                KeyWindow::empty_figures(&side.features, out);
+                return;
+            }
+        }
+        let mut shard = side.shards[shard_index].lock().expect("window lock");
+        if ignored {
             // Figures as if the call were kept: the key's windows move on to its time.
             match shard.get_mut(&key) {
                 Some(window) => {
@@ -412,6 +449,9 @@ impl Windows {
                 None => KeyWindow::empty_figures(&side.features, out),
             }
             return;
+        }
+        if let Some(held) = &side.held {
+            held.insert(shard_index, key);
         }
         let window = shard
             .entry(key)
@@ -440,11 +480,12 @@ impl Windows {
         if self.since_task.is_empty() {
             return;
         }
-        let mut shard = self.last_tasks[(callee >> 58) as usize % SHARDS]
-            .lock()
-            .expect("last-task lock");
-        shard
-            .entry(callee)
+        let shard = shard_of(callee);
+        let mut map = self.last_tasks[shard].lock().expect("last-task lock");
+        if let Some(tasked) = &self.tasked {
+            tasked.insert(shard, callee);
+        }
+        map.entry(callee)
             .and_modify(|l| {
                 if l.latest.1 != task {
                     l.before = Some(l.latest);
@@ -463,11 +504,14 @@ impl Windows {
         if self.since_task.is_empty() {
             return;
         }
-        for (mine, theirs) in self.last_tasks.iter().zip(&previous.last_tasks) {
+        for (shard, (mine, theirs)) in self.last_tasks.iter().zip(&previous.last_tasks).enumerate()
+        {
             let theirs = theirs.lock().expect("last-task lock");
-            mine.lock()
-                .expect("last-task lock")
-                .extend(theirs.iter().map(|(k, v)| (*k, *v)));
+            let mut mine = mine.lock().expect("last-task lock");
+            mine.extend(theirs.iter().map(|(k, v)| (*k, *v)));
+            if let Some(tasked) = &self.tasked {
+                tasked.rebuild(shard, mine.keys().copied());
+            }
         }
     }
 
@@ -482,7 +526,7 @@ impl Windows {
         let mut dropped = 0;
         for (side, per_partition) in [(&self.caller, false), (&self.callee, true)] {
             let span = side.longest_ms + self.lateness_ms;
-            for shard in &side.shards {
+            for (index, shard) in side.shards.iter().enumerate() {
                 let mut map = shard.lock().expect("window lock");
                 let before = map.len();
                 map.retain(|_, w| {
@@ -494,15 +538,19 @@ impl Windows {
                     w.latest > clock.saturating_sub(span)
                 });
                 dropped += before - map.len();
+                if let Some(held) = &side.held {
+                    held.rebuild(index, map.keys().copied());
+                }
             }
         }
         let longest = self.since_task.iter().map(|&(_, w)| w).max().unwrap_or(0);
         let horizon = now.saturating_sub(longest);
-        for shard in &self.last_tasks {
-            shard
-                .lock()
-                .expect("last-task lock")
-                .retain(|_, l| l.latest.0 > horizon);
+        for (index, shard) in self.last_tasks.iter().enumerate() {
+            let mut map = shard.lock().expect("last-task lock");
+            map.retain(|_, l| l.latest.0 > horizon);
+            if let Some(tasked) = &self.tasked {
+                tasked.rebuild(index, map.keys().copied());
+            }
         }
         dropped
     }

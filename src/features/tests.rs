@@ -260,6 +260,35 @@ fn seconds_since_the_last_task_ignore_the_events_own_task() {
 }
 
 #[test]
+fn a_sweep_forgets_old_tasks_and_keeps_recent_ones() {
+    let w = Windows::new(
+        &[spec(
+            "since",
+            KeySide::Callee,
+            Aggregate::SecondsSinceLastTask,
+            60,
+            false,
+        )],
+        limits(60, 100),
+    );
+    // Hashed numbers, as the windows get them.
+    let (old, recent) = (0x1111_2222_3333_4444_u64, 0xaaaa_bbbb_cccc_dddd_u64);
+    let mut out = NO_FIGURES;
+    w.task_made(old, 0, 1);
+    w.task_made(recent, 50 * MIN, 2);
+    w.observe(&call(3, 1, recent, 61 * MIN, 1.0, false), 3, &mut out);
+    w.expire_idle();
+    w.observe(&call(4, 1, old, 61 * MIN, 1.0, false), 4, &mut out);
+    assert!(out[0].is_nan(), "the old task is past the hour");
+    w.observe(&call(5, 1, recent, 61 * MIN, 1.0, false), 5, &mut out);
+    assert_eq!(out[0], (11 * 60) as f64);
+    // A new task for the forgotten person is found again.
+    w.task_made(old, 61 * MIN, 6);
+    w.observe(&call(7, 1, old, 62 * MIN, 1.0, false), 7, &mut out);
+    assert_eq!(out[0], 60.0);
+}
+
+#[test]
 fn idle_keys_expire_against_the_latest_time_seen_anywhere() {
     let w = Windows::new(
         &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
@@ -381,6 +410,8 @@ fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
     let full = Windows::new(&with_share, limits(120, 50));
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(13);
+    // Numbers are hashed before they reach the windows: spread the keys over shards and bits.
+    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut at = 0i64;
     let mut sent: Vec<CallFacts> = Vec::new();
     for event in 0..20_000u64 {
@@ -393,10 +424,11 @@ fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
             } else {
                 0
             };
+            let (caller, callee) = (key(rng.random_range(0..30)), key(rng.random_range(0..20)));
             call(
                 event,
-                rng.random_range(0..30),
-                rng.random_range(0..20),
+                caller,
+                callee,
                 at - late_by,
                 rng.random_range(1.0..600.0),
                 rng.random_bool(0.3),
@@ -416,4 +448,112 @@ fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
     // Late against a key holding nothing counted is not told apart: nothing changes either way.
     let late = |w: &Windows| w.counters.late.load(Ordering::Relaxed);
     assert!(late(&lean) > 0 && late(&lean) <= late(&full));
+}
+
+#[test]
+fn the_bits_that_skip_empty_keys_change_no_figure() {
+    use rand::{Rng, SeedableRng};
+    // Filtered features on both sides and the last task: a call that no feature counts, of
+    // a key that holds nothing, skips the lock when the key's bit is clear. With the bits
+    // and without (every lookup through the lock), the figures must be the same call by
+    // call, through late and redelivered calls, tasks, and sweeps that rebuild the bits.
+    let specs = [
+        spec(
+            "elderly_callees",
+            KeySide::Caller,
+            Aggregate::Distinct,
+            10,
+            true,
+        ),
+        spec(
+            "elderly_callers",
+            KeySide::Callee,
+            Aggregate::Count,
+            60,
+            true,
+        ),
+        spec(
+            "since",
+            KeySide::Callee,
+            Aggregate::SecondsSinceLastTask,
+            90,
+            false,
+        ),
+    ];
+    let with_bits = Windows::new(&specs, limits(120, 50));
+    let without = Windows::new(&specs, limits(120, 50)).without_presence();
+
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
+    // Numbers are hashed before they reach the windows: spread the keys over shards and bits.
+    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut at = 0i64;
+    let mut sent: Vec<CallFacts> = Vec::new();
+    let (mut sweep, mut swept, mut skipped_to_empty) = (false, 0, 0);
+    for event in 0..20_000u64 {
+        if sweep || event % 1_000 == 999 {
+            assert_eq!(with_bits.expire_idle(), without.expire_idle());
+            swept += 1;
+            sweep = false;
+        }
+        let c = if !sent.is_empty() && rng.random_bool(0.05) {
+            sent[rng.random_range(0..sent.len())] // a redelivery
+        } else {
+            at += rng.random_range(0..40_000);
+            if rng.random_bool(0.002) {
+                // A quiet spell, swept after its first call: the other keys go.
+                at += 3 * 60 * MIN;
+                sweep = true;
+            }
+            let late_by = if rng.random_bool(0.1) {
+                rng.random_range(0..4 * MIN)
+            } else {
+                0
+            };
+            call(
+                event,
+                key(rng.random_range(0..300)),
+                key(rng.random_range(0..200)),
+                at - late_by,
+                rng.random_range(1.0..600.0),
+                rng.random_bool(0.2),
+            )
+        };
+        sent.push(c);
+        let (a, b) = (figures(&with_bits, c), figures(&without, c));
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "call {event}: {c:?}");
+        if a[..2] == [0.0, 0.0] {
+            skipped_to_empty += 1;
+        }
+        if rng.random_bool(0.05) {
+            for w in [&with_bits, &without] {
+                w.task_made(c.callee, c.at_ms, c.event);
+            }
+        }
+    }
+    assert!(swept > 20, "{swept} sweeps");
+    assert!(
+        skipped_to_empty > 5_000,
+        "{skipped_to_empty} calls of empty keys"
+    );
+    assert_eq!(with_bits.size(), without.size());
+}
+
+#[test]
+fn new_windows_take_over_the_last_tasks() {
+    let specs = [spec(
+        "since",
+        KeySide::Callee,
+        Aggregate::SecondsSinceLastTask,
+        60,
+        false,
+    )];
+    let old = Windows::new(&specs, limits(60, 100));
+    let person = 0x5555_6666_7777_8888_u64;
+    old.task_made(person, 0, 1);
+    // A reloaded rule set's windows start empty but for the last tasks.
+    let new = Windows::new(&specs, limits(60, 100));
+    new.adopt_last_tasks(&old);
+    let mut out = NO_FIGURES;
+    new.observe(&call(2, 1, person, 5 * MIN, 1.0, false), 2, &mut out);
+    assert_eq!(out[0], 300.0);
 }
