@@ -3,8 +3,8 @@
 //! Most calls touch a key that holds nothing: a callee never called by a flagged number, a
 //! caller who called no elderly person, a person who never had a task. Finding that out
 //! through the map took its shard's lock (two locked instructions) and a probe into a table
-//! of up to millions of keys, for every event. A clear bit here says the same for the price
-//! of one load from 128 KiB that stays in cache.
+//! of up to millions of keys, for every event. A clear bit here says the same with one load
+//! from an array of 128 KiB.
 //!
 //! One bit per key hash, set while its map entry may exist. The bits of a shard are written
 //! only under that shard's lock (when a key is inserted, and when the shard is swept: then
