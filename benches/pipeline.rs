@@ -22,7 +22,9 @@ use rand::{Rng, SeedableRng};
 use dissuade::config::Config;
 use dissuade::dispatch::{callee_key, Dispatcher};
 use dissuade::event::Event;
-use dissuade::features::Windows;
+use dissuade::features::{
+    Aggregate, CallFacts, FeatureSpec, KeySide, WindowLimits, Windows, NO_FIGURES,
+};
 use dissuade::grid::{
     CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
 };
@@ -161,6 +163,97 @@ fn score(c: &mut Criterion) {
             })
         },
     );
+    g.finish();
+}
+
+/// The sample's three features (elderly callees of a caller in 10 minutes, flagged callers of
+/// a person in the hour, seconds since the person's last task) over a production-sized key
+/// space: calls from 2 M numbers to 1 M people, one per millisecond of event time, 30 % to
+/// elderly people, 5 % from flagged numbers, a task for 1 %. After the first hour of event
+/// time the windows hold hundreds of thousands of keys a side, far more than the caches hold,
+/// where the batch of `pipeline/process` repeats 100,000 events whose keys stay warm.
+fn windows(c: &mut Criterion) {
+    let feature = |id: &str, key, aggregate, minutes: u64, filtered: bool| FeatureSpec {
+        id: id.into(),
+        description: String::new(),
+        key,
+        aggregate,
+        window: Duration::from_secs(minutes * 60),
+        filter: filtered.then(|| "a where".into()),
+        used: true,
+    };
+    let specs = [
+        feature(
+            "elderly_callees_10m",
+            KeySide::Caller,
+            Aggregate::Distinct,
+            10,
+            true,
+        ),
+        feature(
+            "flagged_callers_1h",
+            KeySide::Callee,
+            Aggregate::Distinct,
+            60,
+            true,
+        ),
+        feature(
+            "since_last_task_s",
+            KeySide::Callee,
+            Aggregate::SecondsSinceLastTask,
+            7 * 24 * 60,
+            false,
+        ),
+    ];
+    let windows = Windows::new(&specs, WindowLimits::default());
+    // splitmix64: numbers as the windows get them, hashed.
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut n = 0u64;
+    let mut next = move || {
+        n += 1;
+        let r = mix(n);
+        let elderly = r % 100 < 30;
+        let flagged = (r >> 8) % 100 < 5;
+        let call = CallFacts {
+            at_ms: T0_MS + n as i64,
+            event: r,
+            caller: mix((r >> 16) % 2_000_000),
+            callee: mix((1 << 40) | ((r >> 40) % 1_000_000)),
+            duration_s: 60.0,
+            filters: u16::from(elderly) | (u16::from(flagged) << 1),
+            partition: 0,
+        };
+        (call, (r >> 32) % 100 == 0)
+    };
+    let mut observe = move |windows: &Windows| {
+        let (call, task) = next();
+        let mut out = NO_FIGURES;
+        windows.observe(&call, call.event, &mut out);
+        if task {
+            windows.task_made(call.callee, call.at_ms, call.event);
+        }
+        out[0] + out[1]
+    };
+    // The first hour and a half of event time, so that the timed calls meet full windows.
+    // (Not in CI's untimed run of the benches, a debug build where it would take minutes.)
+    let prefill = if cfg!(debug_assertions) {
+        10_000
+    } else {
+        5_400_000
+    };
+    for _ in 0..prefill {
+        observe(&windows);
+    }
+    let mut g = c.benchmark_group("windows");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("observe/2m_callers_1m_people", |b| {
+        b.iter(|| black_box(observe(&windows)))
+    });
     g.finish();
 }
 
@@ -643,6 +736,6 @@ fn lifecycle(c: &mut Criterion) {
 criterion_group! {
     name = stages;
     config = configure();
-    targets = decode, score, grid, dispatch, encode, whole_pipeline, lifecycle
+    targets = decode, score, windows, grid, dispatch, encode, whole_pipeline, lifecycle
 }
 criterion_main!(stages);
