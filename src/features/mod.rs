@@ -430,11 +430,14 @@ impl Windows {
         };
         let shard_index = shard_of(key);
         let ignored = side.ignores(call.filters);
-        if let Some(held) = &side.held {
-            if ignored && !held.may_hold(shard_index, key) {
-                KeyWindow::empty_figures(&side.features, out);
-                return;
-            }
+        let holds_nothing = || {
+            side.held
+                .as_ref()
+                .is_some_and(|h| !h.may_hold(shard_index, key))
+        };
+        if ignored && holds_nothing() {
+            KeyWindow::empty_figures(&side.features, out);
+            return;
         }
         let mut shard = side.shards[shard_index].lock().expect("window lock");
         if ignored {

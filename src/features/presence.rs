@@ -60,6 +60,7 @@ impl Presence {
     pub fn rebuild(&self, shard: usize, keys: impl Iterator<Item = u64>) {
         let mut fresh = [0u64; SHARD_WORDS];
         for key in keys {
+            // Shard 0's slot is the word's place within any shard.
             let (word, bit) = Self::slot(0, key);
             fresh[word] |= bit;
         }
