@@ -240,14 +240,19 @@ pub struct Windows {
     /// a partition read back or behind the others after a restart keeps the windows its next
     /// calls need.
     clocks: Vec<AtomicI64>,
-    /// Calls observed (nearly: see [`Windows::observe`]): idle keys are swept every
-    /// [`SWEEP_EVERY`] calls.
+    /// Calls observed (nearly: see [`Windows::observe`]): a shard of idle keys is swept every
+    /// [`SWEEP_STEP`] calls.
     observed: AtomicU64,
     pub counters: WindowCounters,
 }
 
-/// Sweeping scans every key; once per million calls keeps it under a few per cent.
+/// Every key is looked at by a sweep once per this many calls; once per million keeps the
+/// sweeps under a few per cent of the work.
 const SWEEP_EVERY: u64 = 1 << 20;
+/// The sweep goes a shard at a time: one shard of each table every this many calls. All at
+/// once, it held up the call that started it for every key in memory (tens of milliseconds
+/// at hundreds of thousands of keys).
+const SWEEP_STEP: u64 = SWEEP_EVERY / SHARDS as u64;
 
 impl Windows {
     pub fn new(specs: &[FeatureSpec], limits: WindowLimits) -> Windows {
@@ -364,8 +369,8 @@ impl Windows {
         // same moment on another thread may be lost, which only moves the sweep a little.
         let observed = self.observed.load(Ordering::Relaxed).wrapping_add(1);
         self.observed.store(observed, Ordering::Relaxed);
-        if observed.is_multiple_of(SWEEP_EVERY) {
-            self.expire_idle();
+        if observed.is_multiple_of(SWEEP_STEP) {
+            self.expire_shard((observed / SWEEP_STEP) as usize % SHARDS);
         }
         self.observe_side(&self.caller, call.caller, call.callee, 0, call, out);
         // Per partition, like the open tasks: the input is keyed by callee, so a person's
@@ -522,6 +527,12 @@ impl Windows {
     /// event time seen anywhere, callee keys by that of their partition. Returns how many
     /// keys were dropped.
     pub fn expire_idle(&self) -> usize {
+        (0..SHARDS).map(|index| self.expire_shard(index)).sum()
+    }
+
+    /// [`Windows::expire_idle`] for the keys of one shard (of each side and of the last
+    /// tasks).
+    fn expire_shard(&self, index: usize) -> usize {
         let now = self.watermark.load(Ordering::Relaxed);
         if now == i64::MIN {
             return 0;
@@ -529,31 +540,27 @@ impl Windows {
         let mut dropped = 0;
         for (side, per_partition) in [(&self.caller, false), (&self.callee, true)] {
             let span = side.longest_ms + self.lateness_ms;
-            for (index, shard) in side.shards.iter().enumerate() {
-                let mut map = shard.lock().expect("window lock");
-                let before = map.len();
-                map.retain(|_, w| {
-                    let clock = if per_partition {
-                        self.clocks[usize::from(w.clock)].load(Ordering::Relaxed)
-                    } else {
-                        now
-                    };
-                    w.latest > clock.saturating_sub(span)
-                });
-                dropped += before - map.len();
-                if let Some(held) = &side.held {
-                    held.rebuild(index, map.keys().copied());
-                }
+            let mut map = side.shards[index].lock().expect("window lock");
+            let before = map.len();
+            map.retain(|_, w| {
+                let clock = if per_partition {
+                    self.clocks[usize::from(w.clock)].load(Ordering::Relaxed)
+                } else {
+                    now
+                };
+                w.latest > clock.saturating_sub(span)
+            });
+            dropped += before - map.len();
+            if let Some(held) = &side.held {
+                held.rebuild(index, map.keys().copied());
             }
         }
         let longest = self.since_task.iter().map(|&(_, w)| w).max().unwrap_or(0);
         let horizon = now.saturating_sub(longest);
-        for (index, shard) in self.last_tasks.iter().enumerate() {
-            let mut map = shard.lock().expect("last-task lock");
-            map.retain(|_, l| l.latest.0 > horizon);
-            if let Some(tasked) = &self.tasked {
-                tasked.rebuild(index, map.keys().copied());
-            }
+        let mut map = self.last_tasks[index].lock().expect("last-task lock");
+        map.retain(|_, l| l.latest.0 > horizon);
+        if let Some(tasked) = &self.tasked {
+            tasked.rebuild(index, map.keys().copied());
         }
         dropped
     }

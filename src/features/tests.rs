@@ -305,6 +305,45 @@ fn idle_keys_expire_against_the_latest_time_seen_anywhere() {
 }
 
 #[test]
+fn calls_sweep_idle_keys_a_shard_at_a_time() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
+        limits(60, 100),
+    );
+    // 6,400 callers at minute 0, hashed so that they spread over the shards.
+    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let idle: Vec<u64> = (0..6_400).map(key).collect();
+    for (i, &caller) in idle.iter().enumerate() {
+        figures(&w, call(i as u64, caller, 7, 0, 1.0, false));
+    }
+    // An hour later one number calls on: every other key is idle. Calls sweep shard k at
+    // the k-th multiple of SWEEP_STEP calls observed, so after three steps shards 1 to 3
+    // are swept and no other.
+    let busy = key(1_000_000);
+    let calls = 3 * SWEEP_STEP - idle.len() as u64;
+    for i in 0..calls {
+        figures(
+            &w,
+            call(10_000 + i, busy, 7, 60 * MIN + i as i64, 1.0, false),
+        );
+    }
+    let left = idle
+        .iter()
+        .filter(|&&k| !(1..=3).contains(&shard_of(k)))
+        .count();
+    assert!(left < idle.len(), "the swept shards held keys");
+    assert_eq!(w.size().0, left + 1);
+    // The whole round of shards forgets every idle key.
+    for i in calls..SWEEP_EVERY {
+        figures(
+            &w,
+            call(10_000 + i, busy, 7, 60 * MIN + i as i64, 1.0, false),
+        );
+    }
+    assert_eq!(w.size().0, 1);
+}
+
+#[test]
 fn callee_keys_expire_by_their_own_partitions_clock() {
     let w = Windows::new(
         &[spec("calls", KeySide::Callee, Aggregate::Count, 10, false)],
