@@ -172,6 +172,11 @@ fn score(c: &mut Criterion) {
 /// elderly people, 5 % from flagged numbers, a task for 1 %. After the first hour of event
 /// time the windows hold hundreds of thousands of keys a side, far more than the caches hold,
 /// where the batch of `pipeline/process` repeats 100,000 events whose keys stay warm.
+///
+/// Three shapes, as deployed: `2m_callers_1m_people` keeps all three in one set of windows
+/// (`dissuade score`, one process); `1m_people` the person's two, as the processor on Kafka
+/// keeps them (the sample's enabled rules read only these); `2m_callers` the caller's, as the
+/// by-caller stage keeps it when `burst_to_elderly` is enabled.
 fn windows(c: &mut Criterion) {
     let feature = |id: &str, key, aggregate, minutes: u64, filtered: bool| FeatureSpec {
         id: id.into(),
@@ -205,7 +210,45 @@ fn windows(c: &mut Criterion) {
             false,
         ),
     ];
-    let windows = Windows::new(&specs, WindowLimits::default());
+    let limits = WindowLimits::default();
+    let mut g = c.benchmark_group("windows");
+    g.throughput(Throughput::Elements(1));
+    for (name, windows, by_caller) in [
+        (
+            "observe/2m_callers_1m_people",
+            Windows::new(&specs, limits),
+            false,
+        ),
+        (
+            "observe/1m_people",
+            Windows::without_callers(&specs, limits),
+            false,
+        ),
+        (
+            "observe/2m_callers",
+            Windows::for_callers(&specs, limits),
+            true,
+        ),
+    ] {
+        let mut observe = production_calls(by_caller);
+        // The first hour and a half of event time, so that the timed calls meet full windows.
+        // (Not in CI's untimed run of the benches, a debug build where it would take minutes.)
+        let prefill = if cfg!(debug_assertions) {
+            10_000
+        } else {
+            5_400_000
+        };
+        for _ in 0..prefill {
+            observe(&windows);
+        }
+        g.bench_function(name, |b| b.iter(|| black_box(observe(&windows))));
+    }
+    g.finish();
+}
+
+/// The calls of the `windows` benches, each observed by `windows` (`by_caller`: as the
+/// by-caller stage does, on one partition of its topic).
+fn production_calls(by_caller: bool) -> impl FnMut(&Windows) -> f64 {
     // splitmix64: numbers as the windows get them, hashed.
     let mix = |mut z: u64| {
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -214,7 +257,7 @@ fn windows(c: &mut Criterion) {
         z ^ (z >> 31)
     };
     let mut n = 0u64;
-    let mut next = move || {
+    move |windows: &Windows| {
         n += 1;
         let r = mix(n);
         let elderly = r % 100 < 30;
@@ -228,33 +271,17 @@ fn windows(c: &mut Criterion) {
             filters: u16::from(elderly) | (u16::from(flagged) << 1),
             partition: 0,
         };
-        (call, (r >> 32) % 100 == 0)
-    };
-    let mut observe = move |windows: &Windows| {
-        let (call, task) = next();
         let mut out = NO_FIGURES;
+        if by_caller {
+            windows.observe_by_caller(&call, &mut out);
+            return out[0];
+        }
         windows.observe(&call, call.event, &mut out);
-        if task {
+        if (r >> 32) % 100 == 0 {
             windows.task_made(call.callee, call.at_ms, call.event);
         }
         out[0] + out[1]
-    };
-    // The first hour and a half of event time, so that the timed calls meet full windows.
-    // (Not in CI's untimed run of the benches, a debug build where it would take minutes.)
-    let prefill = if cfg!(debug_assertions) {
-        10_000
-    } else {
-        5_400_000
-    };
-    for _ in 0..prefill {
-        observe(&windows);
     }
-    let mut g = c.benchmark_group("windows");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("observe/2m_callers_1m_people", |b| {
-        b.iter(|| black_box(observe(&windows)))
-    });
-    g.finish();
 }
 
 /// Cells of the lattice map: `COLS x ROWS` squares of `STEP` degrees, `GAP` apart.
