@@ -70,7 +70,10 @@ fn main() {
     }
     let secs = start.elapsed().as_secs_f64();
     let after = rss_mib();
+    // What the service's once-a-second metrics export reads.
+    let counted = Instant::now();
     let (caller_keys, caller_calls, callee_keys, callee_calls) = windows.size();
+    let counted = counted.elapsed();
     let bytes = (after - before) * 1024.0 * 1024.0;
     println!(
         "{n} calls over {:.0} min of event time: {caller_keys} callers holding {caller_calls} calls, \
@@ -80,6 +83,13 @@ fn main() {
         bytes / (caller_keys + callee_keys) as f64,
         bytes / (caller_calls + callee_calls) as f64,
         secs * 1e9 / n as f64,
+    );
+    let swept = Instant::now();
+    windows.expire_idle();
+    println!(
+        "counting the keys and calls held: {:.1} µs; sweeping every key: {:.1} ms",
+        counted.as_secs_f64() * 1e6,
+        swept.elapsed().as_secs_f64() * 1e3,
     );
     println!(
         "per call: p50 {} ns, p99 {} ns, p99.99 {} ns, max {:.1} ms",

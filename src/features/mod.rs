@@ -16,7 +16,7 @@
 mod presence;
 mod window;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -160,7 +160,7 @@ struct Side {
     /// never called by a flagged number and then hold nothing (and each call costs a lookup,
     /// not an insert into a table of every callee).
     kept_filters: u16,
-    shards: Vec<Mutex<FxHashMap<u64, KeyWindow>>>,
+    shards: Vec<Mutex<Shard>>,
     /// The keys the shards may hold, when calls can be left out (`kept_filters`): a call
     /// left out whose key holds nothing then takes no lock.
     held: Option<Presence>,
@@ -189,6 +189,14 @@ impl Side {
     fn ignores(&self, filters: u16) -> bool {
         self.kept_filters != 0 && filters & self.kept_filters == 0
     }
+}
+
+/// The windows of one shard of a side's keys, and how many calls they hold between them (kept
+/// as they change, so that the once-a-second metrics need not visit every key).
+#[derive(Default)]
+struct Shard {
+    keys: FxHashMap<u64, KeyWindow>,
+    calls: usize,
 }
 
 /// The shard of a key. The low bits feed the map's own hashing; shard on the high ones.
@@ -243,6 +251,8 @@ pub struct Windows {
     /// Calls observed (nearly: see [`Windows::observe`]): a shard of idle keys is swept every
     /// [`SWEEP_STEP`] calls.
     observed: AtomicU64,
+    /// Exports of the metrics so far: each sweeps the next shard.
+    exported: AtomicUsize,
     pub counters: WindowCounters,
 }
 
@@ -287,6 +297,7 @@ impl Windows {
             watermark: AtomicI64::new(i64::MIN),
             clocks: (0..CLOCKS).map(|_| AtomicI64::new(i64::MIN)).collect(),
             observed: AtomicU64::new(0),
+            exported: AtomicUsize::new(0),
             counters: WindowCounters::default(),
         }
     }
@@ -331,6 +342,20 @@ impl Windows {
         self.callee.held = None;
         self.tasked = None;
         self
+    }
+
+    /// [`Windows::size`] counted key by key: what the running counts must equal.
+    #[cfg(test)]
+    fn size_by_visit(&self) -> (usize, usize, usize, usize) {
+        let count = |side: &Side| {
+            side.shards.iter().fold((0, 0), |(k, c), s| {
+                let shard = s.lock().expect("window lock");
+                let calls: usize = shard.keys.values().map(KeyWindow::len).sum();
+                (k + shard.keys.len(), c + calls)
+            })
+        };
+        let ((a, b), (c, d)) = (count(&self.caller), count(&self.callee));
+        (a, b, c, d)
     }
 
     /// Whether caller-side features are kept here.
@@ -445,13 +470,16 @@ impl Windows {
             return;
         }
         let mut shard = side.shards[shard_index].lock().expect("window lock");
+        let Shard { keys, calls } = &mut *shard;
         if ignored {
             // Figures as if the call were kept: the key's windows move on to its time.
-            match shard.get_mut(&key) {
+            match keys.get_mut(&key) {
                 Some(window) => {
+                    let before = window.len();
                     if !window.advance(&side.features, entry.ts, self.lateness_ms) {
                         self.counters.late.fetch_add(1, Ordering::Relaxed);
                     }
+                    *calls = *calls + window.len() - before;
                     window.figures(&side.features, out);
                 }
                 None => KeyWindow::empty_figures(&side.features, out),
@@ -461,15 +489,17 @@ impl Windows {
         if let Some(held) = &side.held {
             held.insert(shard_index, key);
         }
-        let window = shard
+        let window = keys
             .entry(key)
             .or_insert_with(|| KeyWindow::new(side.features.len(), clock));
+        let before = window.len();
         let (admitted, dropped) = window.offer(
             &side.features,
             entry,
             self.lateness_ms,
             self.limits.max_calls_per_key,
         );
+        *calls = *calls + window.len() - before;
         match admitted {
             Admitted::Counted => {}
             Admitted::Late => _ = self.counters.late.fetch_add(1, Ordering::Relaxed),
@@ -540,19 +570,24 @@ impl Windows {
         let mut dropped = 0;
         for (side, per_partition) in [(&self.caller, false), (&self.callee, true)] {
             let span = side.longest_ms + self.lateness_ms;
-            let mut map = side.shards[index].lock().expect("window lock");
-            let before = map.len();
-            map.retain(|_, w| {
+            let mut shard = side.shards[index].lock().expect("window lock");
+            let Shard { keys, calls } = &mut *shard;
+            let before = keys.len();
+            keys.retain(|_, w| {
                 let clock = if per_partition {
                     self.clocks[usize::from(w.clock)].load(Ordering::Relaxed)
                 } else {
                     now
                 };
-                w.latest > clock.saturating_sub(span)
+                let keep = w.latest > clock.saturating_sub(span);
+                if !keep {
+                    *calls -= w.len();
+                }
+                keep
             });
-            dropped += before - map.len();
+            dropped += before - keys.len();
             if let Some(held) = &side.held {
-                held.rebuild(index, map.keys().copied());
+                held.rebuild(index, keys.keys().copied());
             }
         }
         let longest = self.since_task.iter().map(|&(_, w)| w).max().unwrap_or(0);
@@ -577,11 +612,8 @@ impl Windows {
     pub fn size(&self) -> (usize, usize, usize, usize) {
         let count = |side: &Side| {
             side.shards.iter().fold((0, 0), |(k, c), s| {
-                let map = s.lock().expect("window lock");
-                (
-                    k + map.len(),
-                    c + map.values().map(KeyWindow::len).sum::<usize>(),
-                )
+                let shard = s.lock().expect("window lock");
+                (k + shard.keys.len(), c + shard.calls)
             })
         };
         let (a, b) = count(&self.caller);
@@ -589,12 +621,15 @@ impl Windows {
         (a, b, c, d)
     }
 
-    /// Expires idle keys and brings the window metrics up to date.
+    /// Sweeps the next shard of idle keys and brings the window metrics up to date. Called
+    /// once a second: besides the sweeps that calls make (see [`Windows::observe`]), every
+    /// key is looked at once a minute (64 shards) however light the traffic. Sweeping every
+    /// key here took the caller ~100 ms at a million keys.
     pub fn export(&self, metrics: &crate::metrics::Metrics) {
         if self.is_empty() {
             return;
         }
-        self.expire_idle();
+        self.expire_shard(self.exported.fetch_add(1, Ordering::Relaxed) % SHARDS);
         let (caller_keys, caller_calls, callee_keys, callee_calls) = self.size();
         for (side, keys, calls) in [
             ("caller", caller_keys, caller_calls),

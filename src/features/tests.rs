@@ -224,6 +224,8 @@ fn a_busy_key_keeps_its_latest_calls_only() {
     }
     assert_eq!(figures(&w, call(9, 1, 200, 6000, 1.0, false))[0], 3.0);
     assert_eq!(w.counters.truncated.load(Ordering::Relaxed), 3);
+    assert_eq!(w.size(), (1, 3, 0, 0));
+    assert_eq!(w.size(), w.size_by_visit());
 }
 
 #[test]
@@ -341,6 +343,37 @@ fn calls_sweep_idle_keys_a_shard_at_a_time() {
         );
     }
     assert_eq!(w.size().0, 1);
+}
+
+#[test]
+fn each_metrics_export_sweeps_one_shard() {
+    let w = Windows::new(
+        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
+        limits(60, 100),
+    );
+    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let idle: Vec<u64> = (0..6_400).map(key).collect();
+    for (i, &caller) in idle.iter().enumerate() {
+        figures(&w, call(i as u64, caller, 7, 0, 1.0, false));
+    }
+    // An hour later: every key but the last caller's is idle (and too few calls for the
+    // calls' own sweeps).
+    figures(&w, call(10_000, key(1_000_000), 7, 60 * MIN, 1.0, false));
+    let rules =
+        crate::rules::RuleSet::from_toml_str(&crate::rules::synthetic_rule_set(1), "synthetic")
+            .expect("synthetic rules");
+    let metrics = crate::metrics::Metrics::new(&rules, 1);
+    let caller_keys = || metrics.window_keys.with_label_values(&["caller"]).get();
+    w.export(&metrics);
+    w.export(&metrics);
+    let left = idle.iter().filter(|&&k| shard_of(k) > 1).count();
+    assert!(left < idle.len(), "shards 0 and 1 held keys");
+    assert_eq!(caller_keys(), left as i64 + 1);
+    for _ in 2..SHARDS {
+        w.export(&metrics);
+    }
+    assert_eq!(caller_keys(), 1);
+    assert_eq!(metrics.window_calls.with_label_values(&["caller"]).get(), 1);
 }
 
 #[test]
@@ -478,6 +511,8 @@ fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
         let (a, b) = (figures(&lean, c), figures(&full, c));
         assert_eq!(a[..3], b[..3], "call {event}: {c:?}");
     }
+    assert_eq!(lean.size(), lean.size_by_visit());
+    assert_eq!(full.size(), full.size_by_visit());
     let (_, _, lean_keys, lean_calls) = lean.size();
     let (_, _, full_keys, full_calls) = full.size();
     assert!(
@@ -531,7 +566,9 @@ fn the_bits_that_skip_empty_keys_change_no_figure() {
     let (mut sweep, mut swept, mut saw_nothing) = (false, 0, 0);
     for event in 0..20_000u64 {
         if sweep || event % 1_000 == 999 {
+            assert_eq!(with_bits.size(), with_bits.size_by_visit(), "call {event}");
             assert_eq!(with_bits.expire_idle(), without.expire_idle());
+            assert_eq!(with_bits.size(), with_bits.size_by_visit(), "call {event}");
             swept += 1;
             sweep = false;
         }
