@@ -306,22 +306,32 @@ fn idle_keys_expire_against_the_latest_time_seen_anywhere() {
     assert_eq!(w.size().0, 2);
 }
 
-#[test]
-fn calls_sweep_idle_keys_a_shard_at_a_time() {
+/// Numbers as the windows get them, hashed, so that they spread over the shards.
+fn hashed(i: u64) -> u64 {
+    (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Windows counting each caller's calls over 10 minutes, with 6,400 callers that called at
+/// minute 0: the callers.
+fn callers_at_minute_zero() -> (Windows, Vec<u64>) {
     let w = Windows::new(
         &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
         limits(60, 100),
     );
-    // 6,400 callers at minute 0, hashed so that they spread over the shards.
-    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let idle: Vec<u64> = (0..6_400).map(key).collect();
-    for (i, &caller) in idle.iter().enumerate() {
+    let callers: Vec<u64> = (0..6_400).map(hashed).collect();
+    for (i, &caller) in callers.iter().enumerate() {
         figures(&w, call(i as u64, caller, 7, 0, 1.0, false));
     }
+    (w, callers)
+}
+
+#[test]
+fn calls_sweep_idle_keys_a_shard_at_a_time() {
+    let (w, idle) = callers_at_minute_zero();
     // An hour later one number calls on: every other key is idle. Calls sweep shard k at
     // the k-th multiple of SWEEP_STEP calls observed, so after three steps shards 1 to 3
     // are swept and no other.
-    let busy = key(1_000_000);
+    let busy = hashed(1_000_000);
     let calls = 3 * SWEEP_STEP - idle.len() as u64;
     for i in 0..calls {
         figures(
@@ -347,18 +357,10 @@ fn calls_sweep_idle_keys_a_shard_at_a_time() {
 
 #[test]
 fn each_metrics_export_sweeps_one_shard() {
-    let w = Windows::new(
-        &[spec("calls", KeySide::Caller, Aggregate::Count, 10, false)],
-        limits(60, 100),
-    );
-    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let idle: Vec<u64> = (0..6_400).map(key).collect();
-    for (i, &caller) in idle.iter().enumerate() {
-        figures(&w, call(i as u64, caller, 7, 0, 1.0, false));
-    }
+    let (w, idle) = callers_at_minute_zero();
     // An hour later: every key but the last caller's is idle (and too few calls for the
     // calls' own sweeps).
-    figures(&w, call(10_000, key(1_000_000), 7, 60 * MIN, 1.0, false));
+    figures(&w, call(10_000, hashed(1_000_000), 7, 60 * MIN, 1.0, false));
     let rules =
         crate::rules::RuleSet::from_toml_str(&crate::rules::synthetic_rule_set(1), "synthetic")
             .expect("synthetic rules");
@@ -484,7 +486,7 @@ fn calls_no_feature_counts_are_not_kept_and_change_no_figure() {
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(13);
     // Numbers are hashed before they reach the windows: spread the keys over shards and bits.
-    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let key = hashed;
     let mut at = 0i64;
     let mut sent: Vec<CallFacts> = Vec::new();
     for event in 0..20_000u64 {
@@ -560,7 +562,7 @@ fn the_bits_that_skip_empty_keys_change_no_figure() {
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(17);
     // Numbers are hashed before they reach the windows: spread the keys over shards and bits.
-    let key = |i: u64| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let key = hashed;
     let mut at = 0i64;
     let mut sent: Vec<CallFacts> = Vec::new();
     let (mut sweep, mut swept, mut saw_nothing) = (false, 0, 0);
