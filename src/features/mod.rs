@@ -344,20 +344,6 @@ impl Windows {
         self
     }
 
-    /// [`Windows::size`] counted key by key: what the running counts must equal.
-    #[cfg(test)]
-    fn size_by_visit(&self) -> (usize, usize, usize, usize) {
-        let count = |side: &Side| {
-            side.shards.iter().fold((0, 0), |(k, c), s| {
-                let shard = s.lock().expect("window lock");
-                let calls: usize = shard.keys.values().map(KeyWindow::len).sum();
-                (k + shard.keys.len(), c + calls)
-            })
-        };
-        let ((a, b), (c, d)) = (count(&self.caller), count(&self.callee));
-        (a, b, c, d)
-    }
-
     /// Whether caller-side features are kept here.
     pub fn keeps_callers(&self) -> bool {
         !self.caller.features.is_empty()
@@ -610,14 +596,24 @@ impl Windows {
     /// Keys held and calls held, per side: (caller keys, caller calls, callee keys, callee
     /// calls).
     pub fn size(&self) -> (usize, usize, usize, usize) {
-        let count = |side: &Side| {
+        self.count(|shard| shard.calls)
+    }
+
+    /// [`Windows::size`] counted key by key: what the running counts must equal.
+    #[cfg(test)]
+    fn size_by_visit(&self) -> (usize, usize, usize, usize) {
+        self.count(|shard| shard.keys.values().map(KeyWindow::len).sum())
+    }
+
+    /// Keys per side, and calls per side as `calls` counts them in a shard.
+    fn count(&self, calls: impl Fn(&Shard) -> usize) -> (usize, usize, usize, usize) {
+        let side = |side: &Side| {
             side.shards.iter().fold((0, 0), |(k, c), s| {
                 let shard = s.lock().expect("window lock");
-                (k + shard.keys.len(), c + shard.calls)
+                (k + shard.keys.len(), c + calls(&shard))
             })
         };
-        let (a, b) = count(&self.caller);
-        let (c, d) = count(&self.callee);
+        let ((a, b), (c, d)) = (side(&self.caller), side(&self.callee));
         (a, b, c, d)
     }
 
