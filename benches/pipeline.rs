@@ -247,7 +247,8 @@ fn windows(c: &mut Criterion) {
 }
 
 /// The calls of the `windows` benches, each observed by `windows` (`by_caller`: as the
-/// by-caller stage does, on one partition of its topic).
+/// by-caller stage does, on one partition of its topic). Otherwise, as the processor does,
+/// the next call's window state starts loading (by its callee) before a call is observed.
 fn production_calls(by_caller: bool) -> impl FnMut(&Windows) -> f64 {
     // splitmix64: numbers as the windows get them, hashed.
     let mix = |mut z: u64| {
@@ -256,13 +257,11 @@ fn production_calls(by_caller: bool) -> impl FnMut(&Windows) -> f64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     };
-    let mut n = 0u64;
-    move |windows: &Windows| {
-        n += 1;
+    let call = move |n: u64| {
         let r = mix(n);
         let elderly = r % 100 < 30;
         let flagged = (r >> 8) % 100 < 5;
-        let call = CallFacts {
+        CallFacts {
             at_ms: T0_MS + n as i64,
             event: r,
             caller: mix((r >> 16) % 2_000_000),
@@ -270,14 +269,21 @@ fn production_calls(by_caller: bool) -> impl FnMut(&Windows) -> f64 {
             duration_s: 60.0,
             filters: u16::from(elderly) | (u16::from(flagged) << 1),
             partition: 0,
-        };
+        }
+    };
+    let mut n = 1u64;
+    let mut next = call(n);
+    move |windows: &Windows| {
+        n += 1;
+        let call = std::mem::replace(&mut next, call(n));
         let mut out = NO_FIGURES;
         if by_caller {
             windows.observe_by_caller(&call, &mut out);
             return out[0];
         }
+        windows.prefetch(next.callee, next.partition);
         windows.observe(&call, call.event, &mut out);
-        if (r >> 32) % 100 == 0 {
+        if (call.event >> 32) % 100 == 0 {
             windows.task_made(call.callee, call.at_ms, call.event);
         }
         out[0] + out[1]
@@ -585,15 +591,28 @@ fn whole_pipeline(c: &mut Criterion) {
     // The service's clock as the last event is processed: no event is dated in its future.
     let now_ms = T0_MS + EVENTS as i64 * 10;
     let mut out = Vec::with_capacity(4096);
+    // The records' Kafka keys: the input is keyed by the callee's number.
+    let keys: Vec<String> = events
+        .iter()
+        .map(|e| {
+            let event = Event::decode(e).expect("synthetic events decode");
+            event.callee_number.into_owned()
+        })
+        .collect();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
-    // Through a worker, as the processor's threads run records.
+    // Through a worker, as the processor's threads run records: each starts loading the
+    // next record's window state by its key first.
     let mut worker = pipeline.worker();
     g.bench_function("process/synthetic_mix", |b| {
-        b.iter(cycle(&events, |e| {
+        let mut i = 0;
+        b.iter(|| {
+            let next = (i + 1) % events.len();
+            worker.prefetch(keys[next].as_bytes(), 0);
             out.clear();
-            black_box(worker.process(black_box(e), 0, now_ms, &mut out));
-        }))
+            black_box(worker.process(black_box(&events[i]), 0, now_ms, &mut out));
+            i = next;
+        })
     });
     // The same events, each pass moved later in event time by the span of the batch, so
     // that every call is new as on live traffic: no redelivery, tasks made anew once their
@@ -620,11 +639,13 @@ fn whole_pipeline(c: &mut Criterion) {
                 *d = b'0' + (v % 10) as u8;
                 v /= 10;
             }
+            let next = (i + 1) % advancing.len();
+            fresh_worker.prefetch(keys[next].as_bytes(), 0);
             out.clear();
             black_box(fresh_worker.process(black_box(&advancing[i]), 0, at_ms + 1_000, &mut out));
-            i += 1;
-            if i == advancing.len() {
-                (i, pass) = (0, pass + 1);
+            i = next;
+            if i == 0 {
+                pass += 1;
             }
         })
     });

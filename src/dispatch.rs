@@ -171,7 +171,12 @@ pub struct Dispatcher {
 
 /// Hashes a canonical callee number (see [`crate::phone`]) to the key the dispatcher stores.
 pub fn callee_key(number: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(number.as_bytes())
+    callee_key_of_bytes(number.as_bytes())
+}
+
+/// [`callee_key`] of a number given as bytes (a Kafka record's key).
+pub fn callee_key_of_bytes(number: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(number)
 }
 
 impl Dispatcher {

@@ -14,15 +14,15 @@
 //! change figures that later calls have already been judged by).
 
 mod presence;
+mod table;
 mod window;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-
 use presence::Presence;
+use table::{KeyTable, SlotHint};
 use window::{Admitted, Call, KeyWindow, SideFeature};
 
 /// At most this many features per rule set: their figures travel in a fixed array.
@@ -161,6 +161,8 @@ struct Side {
     /// not an insert into a table of every callee).
     kept_filters: u16,
     shards: Vec<Mutex<Shard>>,
+    /// Where each shard's table is, to prefetch a key's slot without the shard's lock.
+    hints: Vec<Arc<SlotHint>>,
     /// The keys the shards may hold, when calls can be left out (`kept_filters`): a call
     /// left out whose key holds nothing then takes no lock.
     held: Option<Presence>,
@@ -176,12 +178,28 @@ impl Side {
         } else {
             0
         };
+        let shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
         Side {
             longest_ms: features.iter().map(|f| f.window_ms).max().unwrap_or(0),
             kept_filters,
             held: (kept_filters != 0).then(|| Presence::new(SHARDS)),
             features,
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hints: shards.iter().map(|s| s.keys.hint()).collect(),
+            shards: shards.into_iter().map(Mutex::new).collect(),
+        }
+    }
+
+    /// Starts loading what observing a call of `key` reads first (see [`Windows::prefetch`]).
+    /// `kept`: the call will be kept (so its key looked up or inserted) whatever the key
+    /// holds now.
+    fn prefetch(&self, key: u64, kept: bool) {
+        if self.features.is_empty() {
+            return;
+        }
+        let shard = shard_of(key);
+        // Most keys hold nothing (the bits, 128 KiB, stay in the cache): fetch no slot for them.
+        if kept || self.held.as_ref().is_none_or(|h| h.may_hold(shard, key)) {
+            self.hints[shard].prefetch(key);
         }
     }
 
@@ -195,13 +213,19 @@ impl Side {
 /// as they change, so that the once-a-second metrics need not visit every key).
 #[derive(Default)]
 struct Shard {
-    keys: FxHashMap<u64, KeyWindow>,
+    keys: KeyTable<KeyWindow>,
     calls: usize,
 }
 
 /// The shard of a key. The low bits feed the map's own hashing; shard on the high ones.
 fn shard_of(key: u64) -> usize {
     (key >> 58) as usize % SHARDS
+}
+
+/// The callee side's key of a person: per partition, like the open tasks (see
+/// [`Windows::observe`]).
+fn callee_window(callee: u64, partition: i32) -> u64 {
+    callee ^ (i64::from(partition) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// `clock.fetch_max(at)`, skipped unless `at` is more than [`CLOCK_STEP_MS`] later: x86 has
@@ -223,7 +247,7 @@ fn clock_slot(partition: i32) -> u16 {
 }
 
 /// The last two tasks made for a person: a redelivered event must not see its own task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct LastTasks {
     latest: (i64, u64),
     before: Option<(i64, u64)>,
@@ -235,7 +259,8 @@ pub struct Windows {
     callee: Side,
     /// `seconds_since_last_task` features: (figure index, window).
     since_task: Vec<(u8, i64)>,
-    last_tasks: Vec<Mutex<FxHashMap<u64, LastTasks>>>,
+    last_tasks: Vec<Mutex<KeyTable<LastTasks>>>,
+    last_task_hints: Vec<Arc<SlotHint>>,
     /// The people `last_tasks` may hold: most never had a task. (None in tests only.)
     tasked: Option<Presence>,
     limits: WindowLimits,
@@ -281,6 +306,8 @@ impl Windows {
                 })
                 .collect::<Vec<_>>()
         };
+        let last_tasks: Vec<KeyTable<LastTasks>> =
+            (0..SHARDS).map(|_| KeyTable::default()).collect();
         Windows {
             caller: Side::new(side(KeySide::Caller)),
             callee: Side::new(side(KeySide::Callee)),
@@ -290,7 +317,8 @@ impl Windows {
                 .filter(|(_, s)| s.used && s.aggregate == Aggregate::SecondsSinceLastTask)
                 .map(|(i, s)| (i as u8, s.window.as_millis() as i64))
                 .collect(),
-            last_tasks: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            last_task_hints: last_tasks.iter().map(KeyTable::hint).collect(),
+            last_tasks: last_tasks.into_iter().map(Mutex::new).collect(),
             tasked: Some(Presence::new(SHARDS)),
             limits,
             lateness_ms: limits.allowed_lateness.as_millis() as i64,
@@ -371,6 +399,14 @@ impl Windows {
     /// this call included, into `out`. `own_task` is the id the event's task would have: a
     /// task it already made (it is being redelivered) is not "the last task".
     pub fn observe(&self, call: &CallFacts, own_task: u64, out: &mut Figures) {
+        // The lookups below wait for memory one after another: start them all at once.
+        self.caller
+            .prefetch(call.caller, !self.caller.ignores(call.filters));
+        self.callee.prefetch(
+            callee_window(call.callee, call.partition),
+            !self.callee.ignores(call.filters),
+        );
+        self.prefetch_last_task(call.callee);
         raise(&self.watermark, call.at_ms);
         let clock = clock_slot(call.partition);
         if !self.callee.features.is_empty() {
@@ -389,8 +425,7 @@ impl Windows {
         // exactly what processing saw. (A callee whose number the producer keyed in two
         // spellings lands on two partitions, and has two windows as it has two open-task
         // entries.)
-        let callee_key = call.callee
-            ^ (i64::from(call.partition) as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let callee_key = callee_window(call.callee, call.partition);
         self.observe_side(&self.callee, callee_key, call.caller, clock, call, out);
         if !self.since_task.is_empty() {
             let shard = shard_of(call.callee);
@@ -402,7 +437,7 @@ impl Windows {
                 self.last_tasks[shard]
                     .lock()
                     .expect("last-task lock")
-                    .get(&call.callee)
+                    .get(call.callee)
                     .copied()
             } else {
                 None
@@ -422,6 +457,31 @@ impl Windows {
                     _ => f64::NAN,
                 };
             }
+        }
+    }
+
+    /// Starts loading what observing a call to `callee` on `partition` will read first: the
+    /// callee's window slot and last task, where their presence bits say they may exist.
+    /// The processor calls it for the next record (the input is keyed by callee) before it
+    /// works on the current one, so that those reads from memory overlap that work instead
+    /// of following it.
+    pub fn prefetch(&self, callee: u64, partition: i32) {
+        self.callee
+            .prefetch(callee_window(callee, partition), false);
+        self.prefetch_last_task(callee);
+    }
+
+    fn prefetch_last_task(&self, callee: u64) {
+        if self.since_task.is_empty() {
+            return;
+        }
+        let shard = shard_of(callee);
+        if self
+            .tasked
+            .as_ref()
+            .is_none_or(|t| t.may_hold(shard, callee))
+        {
+            self.last_task_hints[shard].prefetch(callee);
         }
     }
 
@@ -459,7 +519,7 @@ impl Windows {
         let Shard { keys, calls } = &mut *shard;
         if ignored {
             // Figures as if the call were kept: the key's windows move on to its time.
-            match keys.get_mut(&key) {
+            match keys.get_mut(key) {
                 Some(window) => {
                     let before = window.len();
                     if !window.advance(&side.features, entry.ts, self.lateness_ms) {
@@ -475,9 +535,7 @@ impl Windows {
         if let Some(held) = &side.held {
             held.insert(shard_index, key);
         }
-        let window = keys
-            .entry(key)
-            .or_insert_with(|| KeyWindow::new(side.features.len(), clock));
+        let window = keys.get_or_insert_with(key, || KeyWindow::new(side.features.len(), clock));
         let before = window.len();
         let (admitted, dropped) = window.offer(
             &side.features,
@@ -509,17 +567,19 @@ impl Windows {
         if let Some(tasked) = &self.tasked {
             tasked.insert(shard, callee);
         }
-        map.entry(callee)
-            .and_modify(|l| {
-                if l.latest.1 != task {
-                    l.before = Some(l.latest);
-                    l.latest = (at_ms, task);
-                }
-            })
-            .or_insert(LastTasks {
-                latest: (at_ms, task),
-                before: None,
-            });
+        match map.get_mut(callee) {
+            Some(l) if l.latest.1 == task => {}
+            Some(l) => {
+                l.before = Some(l.latest);
+                l.latest = (at_ms, task);
+            }
+            None => {
+                map.get_or_insert_with(callee, || LastTasks {
+                    latest: (at_ms, task),
+                    before: None,
+                });
+            }
+        }
     }
 
     /// Takes over the last tasks `previous` remembers, when these windows keep them too:
@@ -532,9 +592,11 @@ impl Windows {
         {
             let theirs = theirs.lock().expect("last-task lock");
             let mut mine = mine.lock().expect("last-task lock");
-            mine.extend(theirs.iter().map(|(k, v)| (*k, *v)));
+            for (key, last) in theirs.iter() {
+                *mine.get_or_insert_with(key, LastTasks::default) = *last;
+            }
             if let Some(tasked) = &self.tasked {
-                tasked.rebuild(shard, mine.keys().copied());
+                tasked.rebuild(shard, mine.keys());
             }
         }
     }
@@ -573,7 +635,7 @@ impl Windows {
             });
             dropped += before - keys.len();
             if let Some(held) = &side.held {
-                held.rebuild(index, keys.keys().copied());
+                held.rebuild(index, keys.keys());
             }
         }
         let longest = self.since_task.iter().map(|&(_, w)| w).max().unwrap_or(0);
@@ -581,7 +643,7 @@ impl Windows {
         let mut map = self.last_tasks[index].lock().expect("last-task lock");
         map.retain(|_, l| l.latest.0 > horizon);
         if let Some(tasked) = &self.tasked {
-            tasked.rebuild(index, map.keys().copied());
+            tasked.rebuild(index, map.keys());
         }
         dropped
     }
@@ -602,7 +664,7 @@ impl Windows {
     /// [`Windows::size`] counted key by key: what the running counts must equal.
     #[cfg(test)]
     fn size_by_visit(&self) -> (usize, usize, usize, usize) {
-        self.count(|shard| shard.keys.values().map(KeyWindow::len).sum())
+        self.count(|shard| shard.keys.iter().map(|(_, w)| w.len()).sum())
     }
 
     /// Keys per side, and calls per side as `calls` counts them in a shard.

@@ -1042,7 +1042,19 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
     let mut shadow_buf = Vec::new();
     let mut seq: u64 = 0;
     let mut worker = shared.pipeline.worker();
-    for record in rx {
+    let mut next = rx.recv().ok();
+    while let Some(record) = next.take() {
+        // The record after this one, when it is already waiting: its window state starts
+        // loading now, while this one is processed.
+        next = rx.try_recv().ok();
+        if let Some(Record {
+            key: Some(key),
+            partition,
+            ..
+        }) = &next
+        {
+            worker.prefetch(key, *partition);
+        }
         // Past the stop deadline, records are left unprocessed (so uncommitted) for the
         // next owner of their partition.
         if !shared.past_stop() {
@@ -1057,6 +1069,9 @@ fn work(rx: Receiver<Record>, shared: &Shared) {
             );
         }
         shared.processed.fetch_add(1, Ordering::Release);
+        if next.is_none() {
+            next = rx.recv().ok();
+        }
     }
 }
 
