@@ -1,4 +1,4 @@
-//! The map from key hashes to windows: open addressing with linear probing over two arrays
+//! The map from key hashes to windows (and to last tasks): open addressing with linear probing over two arrays
 //! (keys, values), so that where a key's lookup will read is known from the key alone, and
 //! those reads can be started early ([`SlotHint::prefetch`]).
 //!
