@@ -197,7 +197,8 @@ impl Side {
             return;
         }
         let shard = shard_of(key);
-        // Most keys hold nothing (the bits, 128 KiB, stay in the cache): fetch no slot for them.
+        // Most keys hold nothing: their bit (in 128 KiB, against a table of up to hundreds of
+        // MiB) says so, and no slot is fetched for them.
         if kept || self.held.as_ref().is_none_or(|h| h.may_hold(shard, key)) {
             self.hints[shard].prefetch(key);
         }
