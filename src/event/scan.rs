@@ -243,6 +243,13 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Whether a `-` is next, read past it.
+    fn minus(&mut self) -> bool {
+        let found = self.peek() == Some(b'-');
+        self.at += usize::from(found);
+        found
+    }
+
     /// `null` as `Some(None)`; otherwise what `value` reads, as `Some(Some(_))`.
     fn or_null<T>(&mut self, value: fn(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.literal(b"null") {
@@ -273,6 +280,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Digits of an integer part (no leading zero unless it is `0`): the value and how many.
+    #[inline(always)]
     fn digits(&mut self) -> Option<(u64, u32)> {
         let (value, count) = leading_digits(&self.bytes[self.at..], 0)?;
         if count > 1 && self.bytes[self.at] == b'0' {
@@ -284,7 +292,7 @@ impl<'a> Scanner<'a> {
 
     /// A number without fraction or exponent, as serde_json reads it into an integer.
     fn integer(&mut self) -> Option<(bool, u64, u32)> {
-        let negative = self.literal(b"-");
+        let negative = self.minus();
         let (value, count) = self.digits()?;
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
             return None;
@@ -319,7 +327,7 @@ impl<'a> Scanner<'a> {
     /// A decimal of at most [`MAX_DIGITS`] digits without exponent: the significand is exact,
     /// so one division by an exact power of ten rounds it as serde_json does.
     fn decimal(&mut self) -> Option<f64> {
-        let negative = self.literal(b"-");
+        let negative = self.minus();
         let (mut significand, mut count) = self.digits()?;
         let mut scale = 0;
         if self.peek() == Some(b'.') {
@@ -392,7 +400,31 @@ impl<'a> Scanner<'a> {
 /// for no digit or more than 19. (Past 19 digits in all the value wraps; callers refuse
 /// more than [`MAX_DIGITS`] anyway.) Eight bytes at a time while eight are left: a
 /// timestamp's 13 digits are two steps, not 13.
-fn leading_digits(bytes: &[u8], mut value: u64) -> Option<(u64, usize)> {
+///
+/// Inline, with the common case first: a run shorter than eight bytes with eight bytes to
+/// read (every number of an event but its timestamp) is a handful of instructions where a
+/// call with the general loop cost some eighty.
+#[inline(always)]
+fn leading_digits(bytes: &[u8], value: u64) -> Option<(u64, usize)> {
+    if let Some(chunk) = bytes.get(..8) {
+        let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let run = digit_run(x);
+        if run < 8 {
+            if run == 0 {
+                return None;
+            }
+            let value = value
+                .wrapping_mul(POW10_U64[run])
+                .wrapping_add(eight_digits(x, run));
+            return Some((value, run));
+        }
+    }
+    long_digits(bytes, value)
+}
+
+/// [`leading_digits`] for a run of eight digits or more, or near the end of `bytes`.
+#[inline(never)]
+fn long_digits(bytes: &[u8], mut value: u64) -> Option<(u64, usize)> {
     let mut count = 0;
     while let Some(chunk) = bytes.get(count..count + 8) {
         let x = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));

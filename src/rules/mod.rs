@@ -596,8 +596,8 @@ impl Arena {
     #[inline(always)]
     fn eval_root(&self, node: &Node, c: &Ctx) -> bool {
         match *node {
-            Node::All { start, len } => self.children(start, len).iter().all(|n| self.eval(n, c)),
-            Node::Any { start, len } => self.children(start, len).iter().any(|n| self.eval(n, c)),
+            Node::All { start, len } => self.all(start, len, c),
+            Node::Any { start, len } => self.any(start, len, c),
             _ => self.eval(node, c),
         }
     }
@@ -605,11 +605,33 @@ impl Arena {
     #[inline(never)]
     fn eval_group(&self, node: &Node, c: &Ctx) -> bool {
         match *node {
-            Node::All { start, len } => self.children(start, len).iter().all(|n| self.eval(n, c)),
-            Node::Any { start, len } => self.children(start, len).iter().any(|n| self.eval(n, c)),
+            Node::All { start, len } => self.all(start, len, c),
+            Node::Any { start, len } => self.any(start, len, c),
             Node::Not { child } => !self.eval(&self.nodes[child as usize], c),
             _ => self.eval(node, c),
         }
+    }
+
+    // Loops written out rather than `Iterator::all`/`any`: with the leaf tests inlined into
+    // their closure those stayed calls, one per rule and event.
+    #[inline(always)]
+    fn all(&self, start: u32, len: u32, c: &Ctx) -> bool {
+        for n in self.children(start, len) {
+            if !self.eval(n, c) {
+                return false;
+            }
+        }
+        true
+    }
+
+    #[inline(always)]
+    fn any(&self, start: u32, len: u32, c: &Ctx) -> bool {
+        for n in self.children(start, len) {
+            if self.eval(n, c) {
+                return true;
+            }
+        }
+        false
     }
 
     #[inline(always)]
