@@ -154,6 +154,20 @@ pub fn list_key(raw: &str) -> Option<u64> {
         .then(|| hash(digits.as_bytes()))
 }
 
+/// The key a caller's windows are kept under, and the by-caller topic's record key: its
+/// [`list_key`], so that a number written two ways (`+86 139 1234 5678`, `13912345678`) is
+/// one caller; the hash of the number as written when it has no canonical form. For a
+/// number already canonical it is the hash of the number itself, as
+/// [`crate::dispatch::callee_key`] gives.
+pub fn caller_key(raw: &str) -> u64 {
+    caller_key_with(list_key(raw), raw)
+}
+
+/// [`caller_key`] of `raw` when its [`list_key`] is known already.
+pub fn caller_key_with(list_key: Option<u64>, raw: &str) -> u64 {
+    list_key.unwrap_or_else(|| xxhash_rust::xxh3::xxh3_64(raw.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

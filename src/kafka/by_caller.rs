@@ -45,9 +45,9 @@ use super::offsets::PartitionOffsets;
 use super::store::{self, StoreError};
 use super::{consumer_config, producer_config, window_replay, KafkaSetupError};
 use crate::config::KafkaConfig;
-use crate::dispatch::callee_key;
 use crate::features::{Figures, Windows, MAX_FEATURES, NO_FIGURES};
 use crate::metrics::Metrics;
+use crate::phone::caller_key;
 use crate::pipeline::Pipeline;
 
 /// The caller figures a call saw: `(feature index, f64 little-endian)` for each figure.
@@ -294,7 +294,7 @@ impl Step {
                     Ok(event) => Forward {
                         topic: by_caller_topic,
                         partition: None,
-                        key: Some(callee_key(&event.caller_number).to_be_bytes().to_vec()),
+                        key: Some(caller_key(&event.caller_number).to_be_bytes().to_vec()),
                         headers,
                         outcome: "forwarded",
                     },

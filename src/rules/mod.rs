@@ -24,7 +24,6 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::dispatch::callee_key;
 use crate::event::Event;
 use crate::features::{
     CallFacts, FeatureSpec, Figures, KeySide, WindowLimits, Windows, MAX_FEATURES, NO_FIGURES,
@@ -273,8 +272,14 @@ impl RuleSet {
     #[inline]
     fn context(&self, event: &Event<'_>) -> Ctx {
         let mut ctx = Ctx::new(event, &self.fraud_types);
-        if !self.used_lists.is_empty() {
-            if let Some(key) = crate::phone::list_key(&event.caller_number) {
+        // Lists and windows know a caller by the same key: it is worked out once.
+        if !self.used_lists.is_empty() || !self.features.is_empty() {
+            let list_key = crate::phone::list_key(&event.caller_number);
+            ctx.caller = Some(crate::phone::caller_key_with(
+                list_key,
+                &event.caller_number,
+            ));
+            if let Some(key) = list_key {
                 for &i in &self.used_lists {
                     if self.lists[i as usize].contains(key) {
                         ctx.words[WORD_FACTS as usize] |= list_bit(i);
@@ -391,7 +396,9 @@ impl RuleSet {
         CallFacts {
             at_ms: event.occurred_at_ms,
             event: keys.task.short(),
-            caller: callee_key(&event.caller_number),
+            caller: ctx
+                .caller
+                .unwrap_or_else(|| crate::phone::caller_key(&event.caller_number)),
             callee: keys.callee,
             duration_s: event.call_duration_s,
             filters,
@@ -685,6 +692,9 @@ struct Ctx {
     words: [u64; 2],
     nums: [f64; NumField::EVENT_NUMBERS + MAX_FEATURES],
     head: u64,
+    /// The caller's key ([`crate::phone::caller_key`]), when the rules have lists or
+    /// windows.
+    caller: Option<u64>,
 }
 
 impl Ctx {
@@ -717,6 +727,7 @@ impl Ctx {
             words: [facts, hint],
             nums,
             head: head8(e.caller_number.as_bytes()),
+            caller: None,
         }
     }
 }

@@ -1380,6 +1380,43 @@ fn a_rule_on_a_feature_fires_once_the_window_holds_enough_and_names_the_figure()
     assert_eq!(set.score(&e).level, Level::None);
 }
 
+/// A caller whose number reaches us written two ways is one caller to its windows, as to
+/// the lists: the burst is seen across both.
+#[test]
+fn a_caller_written_two_ways_keeps_one_window() {
+    let set = RuleSet::from_toml_str(&format!("{LEVELS}{BURST}"), "burst.toml").unwrap();
+    let windows = crate::features::Windows::new(set.features(), set.window_limits());
+    let mut e = plain();
+    e.callee_age = Some(75);
+    let mut seen = Vec::new();
+    for (i, caller) in ["13912345678", "+86 139 1234 5678", "0086-139-1234-5678"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("e-{i}");
+        let callee = format!("1380000000{i}");
+        e.event_id = Cow::Owned(id.clone());
+        e.caller_number = Cow::Borrowed(caller);
+        e.callee_number = Cow::Owned(callee.clone());
+        e.occurred_at_ms += 60_000;
+        let (s, figures) = set.score_with(&e, &windows, EventKeys::of(&id, &callee), 0, None);
+        seen.push((figures[0], s.level));
+    }
+    assert_eq!(
+        seen,
+        [(1.0, Level::None), (2.0, Level::None), (3.0, Level::Medium)]
+    );
+    // A number with no canonical form is known by the hash of what was written.
+    assert_eq!(
+        crate::phone::caller_key("95588"),
+        crate::phone::caller_key("95588")
+    );
+    assert_ne!(
+        crate::phone::caller_key("not a number"),
+        crate::phone::caller_key("not a numbe")
+    );
+}
+
 #[test]
 fn bad_features_are_named_with_their_line() {
     let text = format!(
