@@ -55,6 +55,10 @@ pub struct Service {
     pub reload: ReloadHandle,
     processor: ProcessorHandle,
     lifecycle: Option<LifecycleHandle>,
+    /// The threads following the lists and rules topics: they stop with the token and are
+    /// joined before the embedded broker stops, so that none is left calling a broker that
+    /// is gone (librdkafka logs that as an error).
+    followers: Vec<std::thread::JoinHandle<()>>,
     shutdown: CancellationToken,
     #[cfg(feature = "embedded-broker")]
     _broker: Option<crate::kafka::embedded::EmbeddedBroker>,
@@ -177,20 +181,25 @@ impl Service {
             info!(addr = %bound, "metrics on http://{bound}/metrics");
             Some(bound)
         };
+        let mut followers = Vec::new();
         if has_lists {
             // Applies list changes until the shutdown token; nothing of it needs draining.
-            crate::kafka::lists::spawn(
-                k,
-                &bootstrap,
-                pipeline.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-            )
-            .map_err(KafkaSetupError::Client)?;
+            followers.push(
+                crate::kafka::lists::spawn(
+                    k,
+                    &bootstrap,
+                    pipeline.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                )
+                .map_err(KafkaSetupError::Client)?,
+            );
         }
         // Runs until the shutdown token; nothing of it needs draining.
-        crate::kafka::rules_topic::spawn(k, &bootstrap, reload.clone(), shutdown.clone())
-            .map_err(KafkaSetupError::Client)?;
+        followers.push(
+            crate::kafka::rules_topic::spawn(k, &bootstrap, reload.clone(), shutdown.clone())
+                .map_err(KafkaSetupError::Client)?,
+        );
         let processor = processor::spawn(
             k,
             &bootstrap,
@@ -262,6 +271,7 @@ impl Service {
             warnings,
             processor,
             lifecycle,
+            followers,
             shutdown,
             #[cfg(feature = "embedded-broker")]
             _broker: broker,
@@ -283,8 +293,14 @@ impl Service {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         self.shutdown.cancel();
+        let followers = self.followers;
         let (p, l) = tokio::task::spawn_blocking(move || {
-            (processor.join(), lifecycle.map(LifecycleHandle::join))
+            let stopped = (processor.join(), lifecycle.map(LifecycleHandle::join));
+            for follower in followers {
+                // A follower that panicked has already reported it; the stop goes on.
+                let _ = follower.join();
+            }
+            stopped
         })
         .await
         .unwrap_or_else(|e| (Err(format!("processor task: {e}")), None));
