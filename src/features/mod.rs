@@ -178,14 +178,14 @@ impl Side {
         } else {
             0
         };
-        let shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::default()).collect();
+        let (shards, hints) = locked_shards(|s: &Shard| s.keys.hint());
         Side {
             longest_ms: features.iter().map(|f| f.window_ms).max().unwrap_or(0),
             kept_filters,
             held: (kept_filters != 0).then(|| Presence::new(SHARDS)),
             features,
-            hints: shards.iter().map(|s| s.keys.hint()).collect(),
-            shards: shards.into_iter().map(Mutex::new).collect(),
+            hints,
+            shards,
         }
     }
 
@@ -216,6 +216,15 @@ impl Side {
 struct Shard {
     keys: KeyTable<KeyWindow>,
     calls: usize,
+}
+
+/// [`SHARDS`] empty shards, each behind its lock, and where each one's table is (`hint`).
+fn locked_shards<T: Default>(
+    hint: impl Fn(&T) -> Arc<SlotHint>,
+) -> (Vec<Mutex<T>>, Vec<Arc<SlotHint>>) {
+    let shards: Vec<T> = (0..SHARDS).map(|_| T::default()).collect();
+    let hints = shards.iter().map(hint).collect();
+    (shards.into_iter().map(Mutex::new).collect(), hints)
 }
 
 /// The shard of a key. The low bits feed the map's own hashing; shard on the high ones.
@@ -307,8 +316,7 @@ impl Windows {
                 })
                 .collect::<Vec<_>>()
         };
-        let last_tasks: Vec<KeyTable<LastTasks>> =
-            (0..SHARDS).map(|_| KeyTable::default()).collect();
+        let (last_tasks, last_task_hints) = locked_shards(KeyTable::hint);
         Windows {
             caller: Side::new(side(KeySide::Caller)),
             callee: Side::new(side(KeySide::Callee)),
@@ -318,8 +326,8 @@ impl Windows {
                 .filter(|(_, s)| s.used && s.aggregate == Aggregate::SecondsSinceLastTask)
                 .map(|(i, s)| (i as u8, s.window.as_millis() as i64))
                 .collect(),
-            last_task_hints: last_tasks.iter().map(KeyTable::hint).collect(),
-            last_tasks: last_tasks.into_iter().map(Mutex::new).collect(),
+            last_tasks,
+            last_task_hints,
             tasked: Some(Presence::new(SHARDS)),
             limits,
             lateness_ms: limits.allowed_lateness.as_millis() as i64,
@@ -568,18 +576,14 @@ impl Windows {
         if let Some(tasked) = &self.tasked {
             tasked.insert(shard, callee);
         }
-        match map.get_mut(callee) {
-            Some(l) if l.latest.1 == task => {}
-            Some(l) => {
-                l.before = Some(l.latest);
-                l.latest = (at_ms, task);
-            }
-            None => {
-                map.get_or_insert_with(callee, || LastTasks {
-                    latest: (at_ms, task),
-                    before: None,
-                });
-            }
+        // A person new here gets this task as their latest, which the test below then keeps.
+        let last = map.get_or_insert_with(callee, || LastTasks {
+            latest: (at_ms, task),
+            before: None,
+        });
+        if last.latest.1 != task {
+            last.before = Some(last.latest);
+            last.latest = (at_ms, task);
         }
     }
 
