@@ -385,6 +385,9 @@ impl<'a> Scanner<'a> {
 
     /// Epoch milliseconds, or an RFC 3339 string.
     fn timestamp(&mut self) -> Option<i64> {
+        if let Some(ms) = self.epoch_ms() {
+            return Some(ms);
+        }
         if self.peek()? == b'"' {
             let text = self.string()?;
             return chrono::DateTime::parse_from_rfc3339(text)
@@ -398,6 +401,28 @@ impl<'a> Scanner<'a> {
         }
         let value = value as i64;
         Some(if negative { -value } else { value })
+    }
+
+    /// Epoch milliseconds as they are written, 9 to 15 digits (every instant from 1970-01-02
+    /// to the year 33658), read as two words inline, where the general path through
+    /// [`Scanner::integer`] and [`long_digits`] took some 200 instructions. `None` (and
+    /// nothing read) for any other number, which the general path then reads.
+    #[inline(always)]
+    fn epoch_ms(&mut self) -> Option<i64> {
+        let chunk = self.bytes.get(self.at..self.at + 16)?;
+        let word = |at: usize| u64::from_le_bytes(chunk[at..at + 8].try_into().expect("eight"));
+        let (high, low) = (word(0), word(8));
+        let run = digit_run(low);
+        if digit_run(high) != 8 || !(1..8).contains(&run) || chunk[0] == b'0' {
+            return None;
+        }
+        // serde_json reads a number with a fraction or an exponent as a float.
+        if matches!(chunk[8 + run], b'.' | b'e' | b'E') {
+            return None;
+        }
+        self.at += 8 + run;
+        let value = eight_digits(high, 8) * POW10_U64[run] + eight_digits(low, run);
+        Some(value as i64)
     }
 
     fn age(&mut self) -> Option<u8> {
