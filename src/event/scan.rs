@@ -447,7 +447,9 @@ impl<'a> Scanner<'a> {
         if count > MAX_DIGITS || matches!(self.peek(), Some(b'e' | b'E')) {
             return None;
         }
-        let magnitude = significand as f64 / POW10[scale];
+        // Below 10^15, so as an `i64` too, which converts in one instruction where a `u64`
+        // takes six on x86-64 without AVX-512.
+        let magnitude = significand as i64 as f64 / POW10[scale];
         Some(if negative { -magnitude } else { magnitude })
     }
 
