@@ -677,7 +677,7 @@ mod tests {
                 .replacen('{', "{\"callee_age\":71,", 1);
         assert!(compact(&moved).is_none());
         assert!(any_order(&moved).is_some());
-        // Optional fields left out anywhere, or every one of them.
+        // Every optional field left out (one at a time: the property tests below).
         let bare = r#"{"event_id":"e","occurred_at":1,"caller_number":"1","callee_number":"2","call_duration_s":0}"#;
         assert_eq!(
             format!("{:?}", compact(bare)),
