@@ -29,7 +29,7 @@ use dissuade::grid::{
     CellSpec, GridMap, GridOptions, MatchKind, Officer, Role, RosterEntry, Station,
 };
 use dissuade::lifecycle::{Feedback, Lifecycle, LifecycleSettings, TrackedTask};
-use dissuade::pipeline::{Action, Live, Outcome, Pipeline};
+use dissuade::pipeline::{Action, Live, Outcome, Pipeline, Worker};
 use dissuade::rules::{synthetic_rule_set, Level, RuleSet};
 use dissuade::shadow::Shadow;
 use dissuade::synth::{Synth, SynthConfig};
@@ -621,24 +621,12 @@ fn whole_pipeline(c: &mut Criterion) {
     let fresh = sample_pipeline();
     let mut fresh_worker = fresh.worker();
     let mut advancing = events.clone();
-    let at_digits: Vec<usize> = advancing
-        .iter()
-        .map(|e| {
-            let key = b"\"occurred_at\":";
-            let at = e.windows(key.len()).position(|w| w == key);
-            at.expect("synthetic events carry epoch milliseconds") + key.len()
-        })
-        .collect();
+    let at_digits: Vec<usize> = advancing.iter().map(|e| occurred_at_digits(e)).collect();
     g.bench_function("process/synthetic_mix_advancing", |b| {
         let (mut i, mut pass) = (0, 0i64);
         b.iter(|| {
             let at_ms = T0_MS + i as i64 * 10 + pass * EVENTS as i64 * 10;
-            let digits = &mut advancing[i][at_digits[i]..at_digits[i] + 13];
-            let mut v = at_ms;
-            for d in digits.iter_mut().rev() {
-                *d = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
+            write_millis(&mut advancing[i][at_digits[i]..], at_ms);
             let next = (i + 1) % advancing.len();
             fresh_worker.prefetch(keys[next].as_bytes(), 0);
             out.clear();
@@ -667,6 +655,123 @@ fn whole_pipeline(c: &mut Criterion) {
             let shadow = shadowed_worker.shadow().expect("set");
             black_box(shadow.observe(&shadowed, &outcome, e, 0, now_ms, &mut scratch));
         }))
+    });
+    g.finish();
+}
+
+/// Where the 13 digits of a synthetic record's `occurred_at` start.
+fn occurred_at_digits(record: &[u8]) -> usize {
+    let key = b"\"occurred_at\":";
+    let at = record.windows(key.len()).position(|w| w == key);
+    at.expect("synthetic events carry epoch milliseconds") + key.len()
+}
+
+/// Overwrites the 13 digits at the start of `digits` with `at_ms`.
+fn write_millis(digits: &mut [u8], at_ms: i64) {
+    let mut v = at_ms;
+    for d in digits[..13].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Records of the synthetic mix over a centre's population, one a millisecond of event time,
+/// replayed with advancing timestamps (as `process/synthetic_mix_advancing` does).
+struct ProductionStream {
+    /// The records back to back, and where each ends.
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// The records' Kafka keys (the callee's number) back to back, and where each ends.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    /// Where each record's timestamp digits are.
+    at_digits: Vec<usize>,
+    next: usize,
+    at_ms: i64,
+}
+
+impl ProductionStream {
+    /// `records` distinct calls to `people` people, to be repeated.
+    fn new(pipeline: &Pipeline, people: usize, records: usize) -> ProductionStream {
+        let config = SynthConfig {
+            victims: people,
+            ..SynthConfig::default()
+        };
+        let mut synth = Synth::new(&pipeline.cell_table(), config).with_run_id("prod");
+        let mut stream = ProductionStream {
+            bytes: Vec::with_capacity(records * 240),
+            ends: Vec::with_capacity(records),
+            keys: Vec::with_capacity(records * 11),
+            key_ends: Vec::with_capacity(records),
+            at_digits: Vec::with_capacity(records),
+            next: 0,
+            at_ms: T0_MS,
+        };
+        for i in 0..records {
+            let start = stream.bytes.len();
+            let victim = synth.next_event(T0_MS + i as i64, &mut stream.bytes);
+            let digits = start + occurred_at_digits(&stream.bytes[start..]);
+            stream.at_digits.push(digits);
+            stream.ends.push(stream.bytes.len());
+            let key = synth.callee_number(victim).as_bytes();
+            stream.keys.extend_from_slice(key);
+            stream.key_ends.push(stream.keys.len());
+        }
+        stream
+    }
+
+    /// Processes the next record as the processor does: the record after it starts loading
+    /// its window state first.
+    fn process(&mut self, worker: &mut Worker, out: &mut Vec<u8>) -> Outcome {
+        let (i, at_ms) = (self.next, self.at_ms);
+        self.next = (i + 1) % self.ends.len();
+        self.at_ms += 1;
+        worker.prefetch(slice(&self.keys, &self.key_ends, self.next), 0);
+        out.clear();
+        let outcome = worker.process(slice(&self.bytes, &self.ends, i), 0, at_ms + 1_000, out);
+        // Dated for its next pass now, while its bytes are in the caches: a store that
+        // missed would hold up the stores after it, which the processor does not pay.
+        let next_pass = at_ms + self.ends.len() as i64;
+        write_millis(&mut self.bytes[self.at_digits[i]..], next_pass);
+        outcome
+    }
+}
+
+/// Item `i` of `items` laid back to back, each ending where `ends` says.
+fn slice<'a>(items: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &items[start..ends[i]]
+}
+
+/// The whole pipeline at a centre's key counts: 1 M people, and callers drawn from the
+/// synthetic mix's hundreds of millions of numbers, so that the window and suppression state
+/// of most records is not in the caches, unlike that of the 100,000 records the
+/// `pipeline/process` benches repeat. The timing starts after the first 90 minutes of event
+/// time (5.4 M records), so that the windows are full.
+fn production_pipeline(c: &mut Criterion) {
+    let pipeline = sample_pipeline();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(1));
+    // Built on first use: some seconds and a gigabyte that other benches need not pay.
+    // (Smaller in CI's untimed run of the benches, a debug build.)
+    let mut state = None;
+    g.bench_function("process/1m_people_advancing", |b| {
+        let (worker, stream) = state.get_or_insert_with(|| {
+            let (people, records, prefill) = if cfg!(debug_assertions) {
+                (10_000, 20_000, 20_000)
+            } else {
+                (1_000_000, 2_000_000, 5_400_000)
+            };
+            let mut worker = pipeline.worker();
+            let mut stream = ProductionStream::new(&pipeline, people, records);
+            let mut out = Vec::with_capacity(4096);
+            for _ in 0..prefill {
+                stream.process(&mut worker, &mut out);
+            }
+            (worker, stream)
+        });
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| black_box(stream.process(worker, &mut out)))
     });
     g.finish();
 }
@@ -784,6 +889,6 @@ fn lifecycle(c: &mut Criterion) {
 criterion_group! {
     name = stages;
     config = configure();
-    targets = decode, score, windows, grid, dispatch, encode, whole_pipeline, lifecycle
+    targets = decode, score, windows, grid, dispatch, encode, whole_pipeline, production_pipeline, lifecycle
 }
 criterion_main!(stages);

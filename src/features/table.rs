@@ -20,6 +20,8 @@ const EMPTY: u64 = 0;
 /// Spreads keys whose low or high bits agree (those of one shard share their top bits).
 const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
 const MIN_SLOTS: usize = 16;
+/// Bytes in a cache line.
+const LINE: usize = 64;
 
 /// `V::default()` must own no memory: empty slots hold it, and it is overwritten unread.
 pub(super) struct KeyTable<V> {
@@ -241,8 +243,13 @@ impl SlotHint {
         // Addresses only: nothing is read through them here.
         let value = values.wrapping_add(home * size);
         prefetch(keys.wrapping_add(home).cast());
-        prefetch(value);
-        prefetch(value.wrapping_add(size - 1));
+        // Every line of the value, not only its first and last: a window's 120 bytes start
+        // anywhere in a line and then span three lines in six cases of eight, and the
+        // middle one holds the fields read first.
+        let lines = (value as usize + size - 1) / LINE - value as usize / LINE;
+        for line in 0..=lines {
+            prefetch(value.wrapping_add(line * LINE));
+        }
     }
 }
 
