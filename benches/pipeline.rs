@@ -752,7 +752,7 @@ fn production_pipeline(c: &mut Criterion) {
     let pipeline = sample_pipeline();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Elements(1));
-    // Built on first use: some seconds and a gigabyte that other benches need not pay.
+    // Built on first use: about ten seconds and 700 MiB that other benches need not pay.
     // (Smaller in CI's untimed run of the benches, a debug build.)
     let mut state = None;
     g.bench_function("process/1m_people_advancing", |b| {
