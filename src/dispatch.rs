@@ -17,12 +17,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::rules::Level;
+use crate::table::{KeyTable, SlotHint};
 use crate::task::TaskId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,13 @@ pub struct OpenTask {
     /// gets its own decision back: its kind and its `upgrade_of`.
     #[serde(default, with = "chain_serde")]
     pub chain: [Option<TaskId>; MAX_CHAIN],
+}
+
+/// An empty slot's value (see [`KeyTable`]): never a person's task.
+impl Default for OpenTask {
+    fn default() -> OpenTask {
+        OpenTask::fresh(TaskId([0; 16]), Level::Low, 0)
+    }
 }
 
 impl OpenTask {
@@ -124,10 +131,10 @@ pub struct Decided {
     pub state: Option<OpenTask>,
 }
 
-#[derive(Debug, Default)]
 struct PartitionState {
-    /// Keys are already hashes (see [`callee_key`]): a cheap hasher is enough.
-    open: FxHashMap<u64, OpenTask>,
+    /// By callee key (see [`callee_key`]), in a table whose slot for a key can be
+    /// prefetched from the key alone ([`Dispatcher::prefetch`]).
+    open: KeyTable<OpenTask>,
     /// (opened_at_ms, callee) in insertion order. An item whose entry was since replaced is
     /// stale and skipped when it reaches the front.
     expiry: VecDeque<(i64, u64)>,
@@ -136,6 +143,14 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    fn new(hint: Arc<SlotHint>) -> PartitionState {
+        PartitionState {
+            open: KeyTable::with_hint(hint),
+            expiry: VecDeque::new(),
+            watermark_ms: 0,
+        }
+    }
+
     fn insert(&mut self, callee: u64, task: OpenTask) -> bool {
         self.watermark_ms = self.watermark_ms.max(task.opened_at_ms);
         self.expiry.push_back((task.opened_at_ms, callee));
@@ -150,18 +165,21 @@ impl PartitionState {
             return None;
         }
         self.expiry.pop_front();
-        let live = self.open.get(&callee).is_some_and(|t| t.opened_at_ms == at);
+        let live = self.open.get(callee).is_some_and(|t| t.opened_at_ms == at);
         if live {
-            self.open.remove(&callee);
+            self.open.remove(callee);
         }
         Some(live)
     }
 }
 
-#[derive(Debug)]
 pub struct Dispatcher {
     /// Indexed by input partition: partition ids are small and dense.
     partitions: RwLock<Vec<Option<Mutex<PartitionState>>>>,
+    /// Where the open tasks of partition `i` are, for the first [`HINTED_PARTITIONS`],
+    /// readable without the locks above (kept across the partition's state being dropped
+    /// and made again).
+    hints: Box<[Arc<SlotHint>]>,
     window_ms: i64,
     max_open: usize,
     open_count: AtomicUsize,
@@ -179,10 +197,15 @@ pub fn callee_key_of_bytes(number: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(number)
 }
 
+/// Partitions whose open tasks the look-ahead can prefetch; those beyond work the same,
+/// without it. (Input topics have tens of partitions.)
+const HINTED_PARTITIONS: usize = 1024;
+
 impl Dispatcher {
     pub fn new(window: std::time::Duration, max_open: usize) -> Dispatcher {
         Dispatcher {
             partitions: RwLock::default(),
+            hints: (0..HINTED_PARTITIONS).map(|_| Arc::default()).collect(),
             window_ms: window.as_millis() as i64,
             max_open,
             open_count: AtomicUsize::new(0),
@@ -204,8 +227,23 @@ impl Dispatcher {
         if parts.len() <= i {
             parts.resize_with(i + 1, || None);
         }
-        let p = parts[i].get_or_insert_with(Mutex::default);
+        let p = parts[i].get_or_insert_with(|| {
+            let hint = self.hints.get(i).cloned().unwrap_or_default();
+            Mutex::new(PartitionState::new(hint))
+        });
         f(p.get_mut().expect("partition lock"))
+    }
+
+    /// Starts loading what deciding an event for `callee` on `partition` reads: the
+    /// processor calls it for the next record (the input is keyed by callee) before it
+    /// works on the current one (see `Windows::prefetch`).
+    pub fn prefetch(&self, callee: u64, partition: i32) {
+        if let Some(hint) = usize::try_from(partition)
+            .ok()
+            .and_then(|i| self.hints.get(i))
+        {
+            hint.prefetch(callee);
+        }
     }
 
     /// Decides what an event at `level` for `callee` (see [`callee_key`]) from input
@@ -220,7 +258,7 @@ impl Dispatcher {
     ) -> Decided {
         self.with_partition(partition, |st| {
             st.watermark_ms = st.watermark_ms.max(at_ms);
-            let next = match st.open.get(&callee) {
+            let next = match st.open.get(callee) {
                 Some(open) => {
                     // A redelivered event must reproduce its own decision, not be suppressed
                     // by itself or by the upgrade that followed it.
@@ -338,7 +376,7 @@ impl Dispatcher {
             .and_then(|i| parts.get(i)?.as_ref())
             .map(|p| {
                 let st = p.lock().expect("partition lock");
-                st.open.iter().map(|(k, t)| (*k, *t)).collect()
+                st.open.iter().map(|(k, t)| (k, *t)).collect()
             })
             .unwrap_or_default()
     }

@@ -32,5 +32,6 @@ pub mod rules;
 pub mod service;
 pub mod shadow;
 pub mod synth;
+mod table;
 pub mod task;
 pub mod web;

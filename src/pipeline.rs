@@ -267,17 +267,18 @@ impl Worker<'_> {
         )
     }
 
-    /// Starts loading the window state that a record with Kafka key `key` on `partition`
-    /// will read. The input is keyed by the callee's number: called with the next record's
-    /// key before the current record is processed, the next record's reads from memory
-    /// overlap the current one's work instead of following it. A key that is not the
-    /// callee's number only fetches memory nobody reads.
+    /// Starts loading the window state and the open task that a record with Kafka key
+    /// `key` on `partition` will read. The input is keyed by the callee's number: called
+    /// with the next record's key before the current record is processed, the next
+    /// record's reads from memory overlap the current one's work instead of following it.
+    /// A key that is not the callee's number only fetches memory nobody reads.
     pub fn prefetch(&mut self, key: &[u8], partition: i32) {
+        let callee = crate::dispatch::callee_key_of_bytes(key);
         let live = self.live.load();
         if !live.windows.is_empty() {
-            live.windows
-                .prefetch(crate::dispatch::callee_key_of_bytes(key), partition);
+            live.windows.prefetch(callee, partition);
         }
+        self.pipeline.dispatcher.prefetch(callee, partition);
     }
 
     /// The shadow rules, if any (see [`Pipeline::shadow`]).

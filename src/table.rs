@@ -1,6 +1,7 @@
-//! The map from key hashes to windows (and to last tasks): open addressing with linear probing over two arrays
-//! (keys, values), so that where a key's lookup will read is known from the key alone, and
-//! those reads can be started early ([`SlotHint::prefetch`]).
+//! The map from key hashes to per-person state (windows, last tasks, open tasks): open
+//! addressing with linear probing over two arrays (keys, values), so that where a key's
+//! lookup will read is known from the key alone, and those reads can be started early
+//! ([`SlotHint::prefetch`]).
 //!
 //! Why not hashbrown: at a centre's key counts nearly every window lookup misses the caches,
 //! and each read waits for the one before (control bytes, then the entry), a tenth of the
@@ -24,7 +25,7 @@ const MIN_SLOTS: usize = 16;
 const LINE: usize = 64;
 
 /// `V::default()` must own no memory: empty slots hold it, and it is overwritten unread.
-pub(super) struct KeyTable<V> {
+pub(crate) struct KeyTable<V> {
     keys: Box<[u64]>,
     values: Box<[V]>,
     /// The value of key 0, which cannot live in `keys`.
@@ -48,6 +49,16 @@ impl<V: Default> Default for KeyTable<V> {
 }
 
 impl<V: Default> KeyTable<V> {
+    /// An empty table that publishes where its arrays are through `hint`, which its owner
+    /// keeps where the table's earlier incarnations published theirs.
+    pub fn with_hint(hint: Arc<SlotHint>) -> Self {
+        hint.bits.store(0, Ordering::Relaxed);
+        KeyTable {
+            hint,
+            ..KeyTable::default()
+        }
+    }
+
     /// The handle through which the table's slots can be prefetched without its lock.
     pub fn hint(&self) -> Arc<SlotHint> {
         self.hint.clone()
@@ -78,14 +89,42 @@ impl<V: Default> KeyTable<V> {
         let i = match self.find(key) {
             Some(i) => i,
             None => {
-                // At most three quarters full: linear probing slows sharply beyond.
-                if (self.len + 1) * 4 > self.keys.len() * 3 {
-                    self.resize((self.keys.len() * 2).max(MIN_SLOTS));
-                }
+                self.reserve_one();
                 self.place(key, value())
             }
         };
         &mut self.values[i]
+    }
+
+    /// Puts `value` under `key`; returns the value it replaces.
+    pub fn insert(&mut self, key: u64, value: V) -> Option<V> {
+        if key == EMPTY {
+            return self.zero.replace(value);
+        }
+        if let Some(i) = self.find(key) {
+            return Some(std::mem::replace(&mut self.values[i], value));
+        }
+        self.reserve_one();
+        self.place(key, value);
+        None
+    }
+
+    pub fn remove(&mut self, key: u64) -> Option<V> {
+        if key == EMPTY {
+            return self.zero.take();
+        }
+        let i = self.find(key)?;
+        let value = std::mem::take(&mut self.values[i]);
+        self.remove_at(i);
+        Some(value)
+    }
+
+    /// Makes room for one more key.
+    fn reserve_one(&mut self) {
+        // At most three quarters full: linear probing slows sharply beyond.
+        if (self.len + 1) * 4 > self.keys.len() * 3 {
+            self.resize((self.keys.len() * 2).max(MIN_SLOTS));
+        }
     }
 
     /// Keeps the entries for which `keep` is true. It may see an entry twice (when a removal
@@ -210,7 +249,7 @@ fn slot_of(key: u64, slots: usize) -> usize {
 /// table's lock can prefetch a key's slots. A prefetch through a stale hint (the arrays
 /// moved meanwhile) fetches memory nobody reads, which costs a little and harms nothing.
 #[derive(Default)]
-pub(super) struct SlotHint {
+pub(crate) struct SlotHint {
     keys: AtomicPtr<u64>,
     values: AtomicPtr<u8>,
     value_size: AtomicU32,
@@ -277,7 +316,8 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u64, u32),
-        Remove(u64),
+        /// By `retain` when true, else by `remove`.
+        Remove(u64, bool),
         Get(u64),
     }
 
@@ -295,7 +335,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (key(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
-            key().prop_map(Op::Remove),
+            (key(), any::<bool>()).prop_map(|(k, by_retain)| Op::Remove(k, by_retain)),
             key().prop_map(Op::Get),
         ]
     }
@@ -308,14 +348,17 @@ mod tests {
             let mut model = HashMap::new();
             for op in ops {
                 match op {
-                    Op::Insert(k, v) => {
+                    // Half through each way in.
+                    Op::Insert(k, v) if v % 2 == 0 => {
                         *table.get_or_insert_with(k, || v) = v;
                         model.insert(k, v);
                     }
-                    Op::Remove(k) => {
+                    Op::Insert(k, v) => prop_assert_eq!(table.insert(k, v), model.insert(k, v)),
+                    Op::Remove(k, true) => {
                         table.retain(|key, _| key != k);
                         model.remove(&k);
                     }
+                    Op::Remove(k, false) => prop_assert_eq!(table.remove(k), model.remove(&k)),
                     Op::Get(k) => prop_assert_eq!(table.get(k), model.get(&k)),
                 }
                 prop_assert_eq!(table.len(), model.len());

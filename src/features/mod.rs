@@ -14,15 +14,14 @@
 //! change figures that later calls have already been judged by).
 
 mod presence;
-mod table;
 mod window;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::table::{KeyTable, SlotHint};
 use presence::Presence;
-use table::{KeyTable, SlotHint};
 use window::{Admitted, Call, KeyWindow, SideFeature};
 
 /// At most this many features per rule set: their figures travel in a fixed array.
