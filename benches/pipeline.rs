@@ -773,7 +773,7 @@ fn production_pipeline(c: &mut Criterion) {
         let mut out = Vec::with_capacity(4096);
         // The outcome is kept here, not returned: criterion passes a returned value through
         // its own `black_box`, a volatile read that copies the 330-byte outcome a byte at
-        // a time (about a tenth of this bench's time at 7de5e9e), which the processor does
+        // a time (about a sixth of this bench's time at 7de5e9e), which the processor does
         // not do.
         b.iter(|| {
             black_box(stream.process(worker, &mut out));

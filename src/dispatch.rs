@@ -601,6 +601,36 @@ mod tests {
     }
 
     #[test]
+    fn prefetching_any_partition_changes_no_decision() {
+        let d = Dispatcher::new(Duration::from_secs(30 * 60), 10_000);
+        let beyond = HINTED_PARTITIONS as i32;
+        // Before any state, for a partition with no hint, and a partition no topic has.
+        for p in [0, 1, beyond, -1] {
+            d.prefetch(7, p);
+        }
+        decide(&d, 7, Level::High, 0, 1, 0);
+        decide(&d, 7, Level::High, 0, 2, beyond);
+        // Across a grown table, then after its partition was dropped and made again.
+        for callee in 100..5_000 {
+            decide(&d, callee, Level::High, 0, 3, 1);
+        }
+        d.prefetch(7, 1);
+        assert_eq!(d.drop_partitions(&[1]), 4_900);
+        d.prefetch(4_000, 1);
+        assert_eq!(decide(&d, 4_000, Level::High, MIN, 4, 1), Decision::New);
+        d.prefetch(7, 0);
+        d.prefetch(7, beyond);
+        assert_eq!(
+            decide(&d, 7, Level::High, MIN, 5, 0),
+            Decision::Suppressed { open: id(1) }
+        );
+        assert_eq!(
+            decide(&d, 7, Level::High, MIN, 6, beyond),
+            Decision::Suppressed { open: id(2) }
+        );
+    }
+
+    #[test]
     fn callee_key_is_stable() {
         assert_eq!(callee_key("13812345678"), callee_key("13812345678"));
         assert_ne!(callee_key("13812345678"), callee_key("13812345679"));

@@ -49,8 +49,8 @@ impl<V: Default> Default for KeyTable<V> {
 }
 
 impl<V: Default> KeyTable<V> {
-    /// An empty table that publishes where its arrays are through `hint`, which its owner
-    /// keeps where the table's earlier incarnations published theirs.
+    /// An empty table that publishes where its arrays are through `hint`, a handle its
+    /// owner keeps for this table and the ones that later replace it.
     pub fn with_hint(hint: Arc<SlotHint>) -> Self {
         hint.bits.store(0, Ordering::Relaxed);
         KeyTable {
