@@ -274,17 +274,17 @@ fn print_tables(
             "\nlabels: {} events labelled, {} fraud, {} people called by fraud",
             r.labelled, r.fraud_events, r.fraud_people
         )?;
-        writeln!(out, "{:<34} {:>12} {:>12}", "", "baseline", "candidate")?;
+        writeln!(out, "{:<38} {:>12} {:>12}", "", "baseline", "candidate")?;
         writeln!(
             out,
-            "{:<34} {:>12} {:>12}",
+            "{:<38} {:>12} {:>12}",
             "task precision (tasks on fraud)",
             ratio(r.tasks_on_fraud[0], r.tasks[0]),
             ratio(r.tasks_on_fraud[1], r.tasks[1])
         )?;
         writeln!(
             out,
-            "{:<34} {:>12} {:>12}",
+            "{:<38} {:>12} {:>12}",
             "people reached (fraud victims)",
             ratio(r.fraud_people_reached[0], r.fraud_people),
             ratio(r.fraud_people_reached[1], r.fraud_people)
@@ -292,7 +292,7 @@ fn print_tables(
         for l in &r.levels {
             writeln!(
                 out,
-                "{:<34} {:>12} {:>12}",
+                "{:<38} {:>12} {:>12}",
                 format!("level >= {}: precision / recall", l.level),
                 format!(
                     "{}/{}",
