@@ -501,6 +501,10 @@ fn explain_says_why_each_event_did_or_did_not_become_a_task() {
         ),
         (Some(0), Some("medium"))
     );
+    // Figures of the features the sample keeps; none for one no enabled rule reads.
+    let figures = lines[0]["figures"].as_object().unwrap();
+    assert_eq!(figures["flagged_callers_1h"], 1);
+    assert!(!figures.contains_key("elderly_callees_10m"), "{figures:?}");
     assert!(lines[3]["error"].as_str().unwrap().contains("occurred_at"));
     assert!(
         !lines[3].to_string().contains("13800000003"),
@@ -544,9 +548,27 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
         .find(|f| f["id"] == "flagged_callers_1h")
         .unwrap();
     assert_eq!(
-        (&flagged["key"], &flagged["aggregate"], &flagged["window"]),
-        (&json!("callee"), &json!("distinct"), &json!("1h"))
+        (
+            &flagged["key"],
+            &flagged["aggregate"],
+            &flagged["window"],
+            &flagged["kept"]
+        ),
+        (
+            &json!("callee"),
+            &json!("distinct"),
+            &json!("1h"),
+            &json!(true)
+        )
     );
+    // Read only by `burst_to_elderly`, which ships disabled.
+    let elderly = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "elderly_callees_10m")
+        .unwrap();
+    assert_eq!(elderly["kept"], false);
     assert_eq!(v["windows"]["allowed_lateness"], "2m");
     let table = String::from_utf8(dissuade(&["rules"], b"").stdout).unwrap();
     assert!(
@@ -561,6 +583,17 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
             .any(|l| l.starts_with("official_numbers") && l.contains("11 entries")),
         "{table}"
     );
+    for (feature, state) in [
+        ("flagged_callers_1h", "kept"),
+        ("elderly_callees_10m", "unused"),
+    ] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(feature) && l.split_whitespace().nth(1) == Some(state)),
+            "{table}"
+        );
+    }
 }
 
 /// The worked example of config/rules.toml: harmless-looking calls from one number to

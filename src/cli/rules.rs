@@ -61,6 +61,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 "window": humantime::format_duration(f.window).to_string(),
                 "where": f.filter,
                 "description": f.description,
+                "kept": f.used,
             })).collect::<Vec<_>>(),
             "lists": rules.lists().iter().map(|l| json!({
                 "id": l.id,
@@ -118,7 +119,8 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         let limits = rules.window_limits();
         writeln!(
             out,
-            "\nfeatures (late calls allowed {}; at most {} calls per key):",
+            "\nfeatures (late calls allowed {}; at most {} calls per key; `unused`: no enabled \
+             rule reads it, so no window is kept for it):",
             humantime::format_duration(limits.allowed_lateness),
             limits.max_calls_per_key
         )?;
@@ -136,8 +138,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default();
             writeln!(
                 out,
-                "{:width$}  {} of the {} over {}{filter}: {}",
+                "{:width$}  {:6}  {} of the {} over {}{filter}: {}",
                 f.id,
+                if f.used { "kept" } else { "unused" },
                 f.aggregate.as_str(),
                 f.key.as_str(),
                 humantime::format_duration(f.window),

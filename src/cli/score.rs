@@ -22,8 +22,9 @@ pub struct Args {
     #[arg(long, value_parser = parse_time)]
     now: Option<i64>,
     /// Print one line per input line instead of the tasks: its score, level, the rules that
-    /// fired, the figures of the windowed features it saw, and what became of it (task, below threshold, suppressed by which task, or
-    /// rejected and why), so an analyst sees why an event did not become a task.
+    /// fired, the figures of the windowed features it saw (those an enabled rule reads), and
+    /// what became of it (task, below threshold, suppressed by which task, or rejected and
+    /// why), so an analyst sees why an event did not become a task.
     #[arg(long)]
     explain: bool,
 }
@@ -150,12 +151,14 @@ fn explain(
                     json!({"rule_id": r.id, "score": r.score})
                 })
                 .collect();
-            // The figures this event saw, one per feature; null where there is none.
+            // The figures this event saw, one per kept feature (a feature no enabled rule
+            // reads has no window, so no figure to show); null where there is none.
             let figures: serde_json::Map<String, serde_json::Value> = pipeline
                 .rules()
                 .features()
                 .iter()
                 .zip(s.figures)
+                .filter(|(f, _)| f.used)
                 .map(|(f, x)| (f.id.clone(), figure_json(x)))
                 .collect();
             let mut v = json!({
