@@ -4,11 +4,12 @@
 //!
 //! The truth is the generator's, not the rules': look-alikes carry the signals rules look
 //! for without being fraud (relatives calling from abroad, a bank calling from its real
-//! number, a call centre working through a list), and some fraud carries none (a quiet
-//! first contact from an ordinary number). Fraud comes in the shapes the centre sees:
-//! impersonated police and banks, spoofed official numbers, numbers already known, rings
-//! working through lists of elderly people from one number, several numbers working on one
-//! person, investment and romance scams.
+//! number, a call centre working through a list, a blacklisted number since given to
+//! someone else, a forwarded landline), and some fraud carries none (a quiet first contact
+//! from an ordinary number). Fraud comes in the shapes the centre sees: impersonated police
+//! and banks, spoofed official numbers, numbers already known or blacklisted, rings working
+//! through lists of elderly people from one number, several numbers working on one person,
+//! investment and romance scams.
 
 use std::collections::VecDeque;
 
@@ -296,6 +297,30 @@ impl Campaigns {
                     None,
                 )
             }
+            // A number the carrier blacklisted, since given to someone else.
+            87 => {
+                let caller = self.mobile();
+                (
+                    "recycled_number",
+                    caller,
+                    &["blacklisted"][..],
+                    self.rng.random_range(10..600),
+                    None,
+                    None,
+                )
+            }
+            // People who forward their landline to their mobile.
+            88..=107 => {
+                let caller = self.mobile();
+                (
+                    "forwarded_call",
+                    caller,
+                    &["forwarded"][..],
+                    self.rng.random_range(10..600),
+                    None,
+                    None,
+                )
+            }
             _ => {
                 let caller = if self.rng.random::<bool>() {
                     self.mobile()
@@ -353,7 +378,8 @@ impl Campaigns {
                 (
                     "impersonate_bank",
                     caller,
-                    [&["spoofed_bank"][..], &["new_sim"]][self.rng.random_range(0..2)],
+                    [&["spoofed_bank"][..], &["new_sim"], &["forwarded"]]
+                        [self.rng.random_range(0..3)],
                     self.rng.random_range(120..1200),
                     Some(self.rng.random_bool(0.6)),
                     self.rng.random_bool(0.6).then_some("impersonate_bank"),
@@ -435,6 +461,18 @@ impl Campaigns {
                     caller,
                     &["overseas"][..],
                     self.rng.random_range(60..900),
+                    None,
+                    None,
+                )
+            }
+            // A number the carrier has already blacklisted for fraud.
+            75..=81 => {
+                let caller = self.number("+95", 9);
+                (
+                    "blacklisted_number",
+                    caller,
+                    &["blacklisted"][..],
+                    self.rng.random_range(30..900),
                     None,
                     None,
                 )
@@ -530,6 +568,9 @@ mod tests {
             "known_number",
             "ring_list",
             "ring_one_person",
+            "blacklisted_number",
+            "recycled_number",
+            "forwarded_call",
             "quiet_first_contact",
         ] {
             assert!(kinds.contains_key(kind), "{kind} missing: {kinds:?}");
