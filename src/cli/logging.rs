@@ -7,7 +7,7 @@
 //! of its warnings quote the frame they could not decode. This crate masks numbers itself
 //! where it logs them ([`crate::privacy`]).
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::filter::{EnvFilter, Targets};
@@ -25,10 +25,23 @@ pub fn init() {
     let broker_cap = Targets::new()
         .with_default(Level::TRACE)
         .with_target(BROKER, Level::INFO);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(Stderr);
+    let colour = colours(
+        io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(colour)
+        .with_writer(Stderr);
     let _ = tracing_subscriber::registry()
         .with(fmt.with_filter(filter).with_filter(broker_cap))
         .try_init();
+}
+
+/// Whether log lines are coloured: on a terminal only, and not when `NO_COLOR` is set
+/// (<https://no-color.org>). Escape codes in a log file or a collector's stream are noise
+/// to the tools that read it.
+fn colours(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// The target prefix of the embedded broker's crates (`tansu_broker`, `tansu_storage`, ...).
@@ -91,5 +104,14 @@ mod tests {
         assert!(!out.contains("13912345678"), "{out}");
         assert!(out.contains("139****5678"), "{out}");
         assert!(out.starts_with("2026-11-25T12:44:55.410634Z "), "{out}");
+    }
+
+    #[test]
+    fn lines_are_coloured_on_a_terminal_unless_no_color_is_set() {
+        use std::ffi::OsStr;
+        assert!(colours(true, None));
+        assert!(colours(true, Some(OsStr::new(""))));
+        assert!(!colours(true, Some(OsStr::new("1"))));
+        assert!(!colours(false, None));
     }
 }
