@@ -60,7 +60,8 @@ pub enum Command {
     Run(run::Args),
     /// Start the embedded broker, generate realistic traffic, run the service, show it live.
     Demo(demo::Args),
-    /// Write synthetic events to a Kafka cluster (load testing).
+    /// Write synthetic events to a Kafka cluster (load testing), or labelled ones to a file
+    /// (`--out`) for `dissuade backtest`.
     Generate(generate::Args),
     /// Benchmark end to end through Kafka: throughput against a pass-through baseline, latency.
     Bench(bench::Args),
