@@ -929,3 +929,41 @@ async fn a_persons_last_task_is_remembered_across_a_restart_after_it_closed() {
         "{reasons:?}"
     );
 }
+
+/// `dissuade generate --brokers` refuses a topic the cluster does not have before sending
+/// anything, naming it (each record used to wait out its delivery timeout and fail with no
+/// reason given); once the topic exists, every record lands in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn generate_names_a_missing_topic_and_fills_one_that_exists() {
+    let broker = start_broker().await;
+    let cfg = sample_config(&broker.bootstrap(), 2);
+    let topic = cfg.kafka.input_topic.clone();
+    let generate = {
+        let (bootstrap, topic) = (broker.bootstrap(), topic.clone());
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_dissuade"))
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["generate", "--brokers", &bootstrap, "--topic", &topic])
+                .args(["--events", "200"])
+                .output()
+                .expect("generate runs")
+        }
+    };
+    let out = tokio::task::spawn_blocking(generate.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("topic `{topic}` does not exist")),
+        "{stderr}"
+    );
+    create_topics(&cfg).await;
+    let out = tokio::task::spawn_blocking(generate).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("200 delivered, 0 failed"), "{stderr}");
+    let bootstrap = broker.bootstrap();
+    let read = tokio::task::spawn_blocking(move || consume(&bootstrap, &topic, 200, WAIT))
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 200);
+}

@@ -89,8 +89,13 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         &shutdown,
     )
     .context("producing events")?;
+    let why = report
+        .first_error
+        .as_ref()
+        .map(|e| format!(" (the first: {e})"))
+        .unwrap_or_default();
     eprintln!(
-        "sent {} events to {} in {:.1}s ({:.0}/s): {} delivered, {} failed",
+        "sent {} events to {} in {:.1}s ({:.0}/s): {} delivered, {} failed{why}",
         report.sent,
         opts.topic,
         report.elapsed.as_secs_f64(),

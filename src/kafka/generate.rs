@@ -2,12 +2,13 @@
 //! real clusters. Records are keyed by callee number, as the centre should key them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -31,14 +32,29 @@ pub struct GenerateCounters {
     pub sent: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Why the first failed record failed.
+    first_error: Mutex<Option<KafkaError>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GenerateReport {
     pub sent: u64,
     pub delivered: u64,
     pub failed: u64,
+    /// Why the first failed record failed, if one did.
+    pub first_error: Option<KafkaError>,
     pub elapsed: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(
+        "topic `{0}` does not exist: create it first (`dissuade run --create-topics` creates \
+         the topics the service uses), or let the cluster create topics on first use"
+    )]
+    NoSuchTopic(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
 }
 
 struct Counting(Arc<GenerateCounters>);
@@ -49,26 +65,42 @@ impl ProducerContext for Counting {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let counter = if result.is_ok() {
-            &self.0.delivered
-        } else {
-            &self.0.failed
+        let counter = match result {
+            Ok(_) => &self.0.delivered,
+            Err((e, _)) => {
+                self.0
+                    .first_error
+                    .lock()
+                    .expect("first-error lock")
+                    .get_or_insert_with(|| e.clone());
+                &self.0.failed
+            }
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Produces events until a bound is reached or `shutdown` is cancelled, then waits for every
-/// delivery report.
+/// delivery report. A topic the cluster says does not exist is an error before anything is
+/// sent: otherwise every record would wait out its delivery timeout and fail.
 pub fn generate(
     producer_config: &ClientConfig,
     mut synth: Synth,
     opts: &GenerateOptions,
     counters: Arc<GenerateCounters>,
     shutdown: &CancellationToken,
-) -> Result<GenerateReport, KafkaError> {
+) -> Result<GenerateReport, GenerateError> {
     let producer: ThreadedProducer<Counting> =
         producer_config.create_with_context(Counting(counters.clone()))?;
+    let metadata = producer
+        .client()
+        .fetch_metadata(Some(&opts.topic), Duration::from_secs(10))?;
+    if metadata.topics().iter().any(|t| {
+        t.name() == opts.topic
+            && t.error() == Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+    }) {
+        return Err(GenerateError::NoSuchTopic(opts.topic.clone()));
+    }
     let bar = opts.progress.then(|| progress_bar(opts.events));
     let started = Instant::now();
     let mut buf = Vec::with_capacity(512);
@@ -100,7 +132,7 @@ pub fn generate(
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
                 }
-                Err((e, _)) => return Err(e),
+                Err((e, _)) => return Err(e.into()),
             }
         }
         sent += 1;
@@ -120,6 +152,11 @@ pub fn generate(
         sent,
         delivered: counters.delivered.load(Ordering::Relaxed),
         failed: counters.failed.load(Ordering::Relaxed),
+        first_error: counters
+            .first_error
+            .lock()
+            .expect("first-error lock")
+            .clone(),
         elapsed: started.elapsed(),
     })
 }
