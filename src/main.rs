@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
     match dissuade::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", dissuade::cli::error_message(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -147,6 +147,24 @@ pub(crate) fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("loading configuration {}", path.display()))
 }
 
+/// What went wrong, for the one line a failed command ends with: the error and its causes,
+/// each said once. Most of this crate's errors end with their cause's message (so that a log
+/// line showing only the error is whole), which `{:#}` would print a second time.
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if said.ends_with(&text) {
+            continue;
+        }
+        if !said.is_empty() {
+            said.push_str(": ");
+        }
+        said.push_str(&text);
+    }
+    said
+}
+
 /// Sets up logging: see [`logging`].
 pub fn init_logging() {
     logging::init();
@@ -154,4 +172,26 @@ pub fn init_logging() {
 
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_message_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let e = anyhow::Error::new(crate::config::ConfigError::Read {
+            path: "x.toml".into(),
+            source: io,
+        })
+        .context("loading configuration x.toml");
+        assert_eq!(
+            error_message(&e),
+            "loading configuration x.toml: x.toml: cannot read: no such file"
+        );
+        // A cause that its error does not repeat is kept.
+        let e = anyhow::anyhow!("no such file").context("reading x");
+        assert_eq!(error_message(&e), "reading x: no such file");
+    }
 }
