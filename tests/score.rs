@@ -520,12 +520,17 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["levels"]["medium"], 40);
     assert_eq!(v["dispatch_min_level"], "medium");
-    let blacklisted = v["rules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "blacklisted_caller")
-        .unwrap();
+    // The entry of `section` whose id is `id`.
+    let entry = |section: &str, id: &str| {
+        v[section]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("no {section} entry {id}"))
+            .clone()
+    };
+    let blacklisted = entry("rules", "blacklisted_caller");
     assert_eq!(
         (
             blacklisted["score"].as_i64(),
@@ -534,19 +539,8 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
         (Some(60), Some(true))
     );
     // The lists with their sizes, the features with their windows.
-    let official = v["lists"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["id"] == "official_numbers")
-        .unwrap();
-    assert_eq!(official["entries"], 11);
-    let flagged = v["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "flagged_callers_1h")
-        .unwrap();
+    assert_eq!(entry("lists", "official_numbers")["entries"], 11);
+    let flagged = entry("features", "flagged_callers_1h");
     assert_eq!(
         (
             &flagged["key"],
@@ -562,13 +556,7 @@ fn rules_lists_every_rule_with_its_score_and_the_thresholds() {
         )
     );
     // Read only by `burst_to_elderly`, which ships disabled.
-    let elderly = v["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["id"] == "elderly_callees_10m")
-        .unwrap();
-    assert_eq!(elderly["kept"], false);
+    assert_eq!(entry("features", "elderly_callees_10m")["kept"], false);
     assert_eq!(v["windows"]["allowed_lateness"], "2m");
     let table = String::from_utf8(dissuade(&["rules"], b"").stdout).unwrap();
     assert!(
