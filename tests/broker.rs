@@ -133,9 +133,12 @@ async fn api_versions_v3_carries_no_default_tagged_fields() {
 }
 
 /// Exactly eleven digits starting 13-19: a mainland mobile number, not part of a longer run
-/// (millisecond timestamps have thirteen digits).
+/// (millisecond timestamps have thirteen digits), nor of a hash or token: the demo prints
+/// three random 64-digit hex sign-in tokens, whose digit runs now and then look like one.
 fn mobile_numbers(text: &str) -> Vec<&str> {
-    text.split(|c: char| !c.is_ascii_digit())
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|word| !(word.len() >= 32 && word.chars().all(|c| c.is_ascii_hexdigit())))
+        .flat_map(|word| word.split(|c: char| !c.is_ascii_digit()))
         .filter(|run| run.len() == 11 && run.starts_with('1') && run.as_bytes()[1] >= b'3')
         .collect()
 }
@@ -199,6 +202,10 @@ fn mobile_numbers_are_found_and_timestamps_are_not() {
         ["13912345678"]
     );
     assert!(mobile_numbers("139****5678 offset=12345678901234").is_empty());
+    // From a demo's sign-in token (CI, 2026-11-27).
+    let token = "be907f8cda3a30c5450e4a16656785780d1adb72236eaed30528fb10633e63ed";
+    assert!(mobile_numbers(&format!("  {token}  officer po-1")).is_empty());
+    assert_eq!(mobile_numbers("callee=13912345678,"), ["13912345678"]);
 }
 
 /// Sends `n` records of `size` bytes to partition 0 of `topic`, a few at a time so that
