@@ -220,49 +220,41 @@ impl Campaigns {
             // Relatives and friends abroad: long calls, any age.
             0..=29 => {
                 let caller = self.number("+852", 8);
-                (
+                unmarked(
                     "relative_abroad",
                     caller,
-                    &["overseas"][..],
+                    &["overseas"],
                     self.rng.random_range(60..2400),
-                    None,
-                    None,
                 )
             }
             // The bank or the police calling from their real numbers.
             30..=39 => {
                 let official = self.cfg.official_numbers.clone();
                 let caller = self.pick(&official, |s| s.number("955", 2));
-                (
+                unmarked(
                     "official_call",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(30..300),
-                    None,
-                    None,
                 )
             }
             // App and business calls over VoIP, some from new SIMs.
             40..=69 => {
                 let caller = self.number("170", 8);
-                (
+                unmarked(
                     "voip_business",
                     caller,
-                    &["voip"][..],
+                    &["voip"],
                     self.rng.random_range(10..240),
-                    None,
-                    None,
                 )
             }
             70..=79 => {
                 let caller = self.mobile();
-                (
+                unmarked(
                     "new_sim",
                     caller,
-                    &["new_sim"][..],
+                    &["new_sim"],
                     self.rng.random_range(10..300),
-                    None,
-                    None,
                 )
             }
             // A real part-time job offer, texted with a link.
@@ -288,37 +280,31 @@ impl Campaigns {
                     left: self.rng.random_range(10..40),
                 });
                 let caller = self.rings.back().expect("just pushed").callers[0].clone();
-                (
+                unmarked(
                     "call_centre",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(15..90),
-                    None,
-                    None,
                 )
             }
             // A number the carrier blacklisted, since given to someone else.
             87 => {
                 let caller = self.mobile();
-                (
+                unmarked(
                     "recycled_number",
                     caller,
-                    &["blacklisted"][..],
+                    &["blacklisted"],
                     self.rng.random_range(10..600),
-                    None,
-                    None,
                 )
             }
             // People who forward their landline to their mobile.
             88..=107 => {
                 let caller = self.mobile();
-                (
+                unmarked(
                     "forwarded_call",
                     caller,
-                    &["forwarded"][..],
+                    &["forwarded"],
                     self.rng.random_range(10..600),
-                    None,
-                    None,
                 )
             }
             _ => {
@@ -327,13 +313,11 @@ impl Campaigns {
                 } else {
                     self.number("022", 8)
                 };
-                (
+                unmarked(
                     "ordinary",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(5..600),
-                    None,
-                    None,
                 )
             }
         };
@@ -388,25 +372,21 @@ impl Campaigns {
             35..=44 => {
                 let official = self.cfg.official_numbers.clone();
                 let caller = self.pick(&official, |s| s.number("955", 2));
-                (
+                unmarked(
                     "spoofed_official_number",
                     caller,
                     [&["overseas"][..], &["voip"]][self.rng.random_range(0..2)],
                     self.rng.random_range(120..1800),
-                    None,
-                    None,
                 )
             }
             45..=54 => {
                 let known = self.cfg.known_fraud_numbers.clone();
                 let caller = self.pick(&known, |s| s.number("+855", 8));
-                (
+                unmarked(
                     "known_number",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(30..900),
-                    None,
-                    None,
                 )
             }
             55..=64 => {
@@ -434,13 +414,11 @@ impl Campaigns {
                     target: None,
                     left: self.rng.random_range(8..30),
                 });
-                (
+                unmarked(
                     "ring_list",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(90..600),
-                    None,
-                    None,
                 )
             }
             // Several numbers start working on one person.
@@ -456,37 +434,31 @@ impl Campaigns {
                     target: Some(victim),
                     left: self.rng.random_range(3..8),
                 });
-                (
+                unmarked(
                     "ring_one_person",
                     caller,
-                    &["overseas"][..],
+                    &["overseas"],
                     self.rng.random_range(60..900),
-                    None,
-                    None,
                 )
             }
             // A number the carrier has already blacklisted for fraud.
             75..=81 => {
                 let caller = self.number("+95", 9);
-                (
+                unmarked(
                     "blacklisted_number",
                     caller,
-                    &["blacklisted"][..],
+                    &["blacklisted"],
                     self.rng.random_range(30..900),
-                    None,
-                    None,
                 )
             }
             // A quiet first contact: nothing marks it.
             _ => {
                 let caller = self.mobile();
-                (
+                unmarked(
                     "quiet_first_contact",
                     caller,
                     FLAGS_NONE,
                     self.rng.random_range(20..300),
-                    None,
-                    None,
                 )
             }
         };
@@ -501,6 +473,27 @@ impl Campaigns {
             hint,
         }
     }
+}
+
+/// What a kind of traffic draws for one call: kind, caller, flags, duration, text with a
+/// link, fraud-type hint.
+type Draw = (
+    &'static str,
+    String,
+    &'static [&'static str],
+    u32,
+    Option<bool>,
+    Option<&'static str>,
+);
+
+/// A call with neither a text nor a fraud-type hint.
+fn unmarked(
+    kind: &'static str,
+    caller: String,
+    flags: &'static [&'static str],
+    duration_s: u32,
+) -> Draw {
+    (kind, caller, flags, duration_s, None, None)
 }
 
 struct Call {
